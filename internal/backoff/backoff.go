@@ -1,0 +1,63 @@
+// Package backoff is the one reconnect policy of picluster: capped,
+// exponential, fully jittered delays that reset after a success and give way
+// at once to cancellation.
+//
+// A Backoff is used by one goroutine at a time; its zero value is ready to
+// use with the defaults.
+package backoff
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+)
+
+// Defaults for a zero Backoff.
+const (
+	DefaultMin = 100 * time.Millisecond
+	DefaultMax = 10 * time.Second
+)
+
+// Backoff hands out retry delays: the n-th consecutive failure waits a uniform
+// random time in [0, min(Max, Min·2ⁿ)] ("full jitter"), so that ten thousand
+// workers that lost the same Redis do not come back in step.
+type Backoff struct {
+	Min, Max time.Duration // zero means DefaultMin, DefaultMax
+	failures int
+}
+
+// Next returns the delay before the next attempt and counts a failure.
+func (b *Backoff) Next() time.Duration {
+	lo, hi := b.Min, b.Max
+	if lo <= 0 {
+		lo = DefaultMin
+	}
+	if hi <= 0 {
+		hi = DefaultMax
+	}
+	d := hi
+	if b.failures < 32 && lo<<b.failures < hi {
+		d = lo << b.failures
+	}
+	b.failures++
+	return rand.N(d) + 1
+}
+
+// Wait sleeps for Next, or until ctx is done, whichever comes first; it
+// returns ctx's error when cancelled.
+func (b *Backoff) Wait(ctx context.Context) error {
+	t := time.NewTimer(b.Next())
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Reset forgets the failures: call it after a success.
+func (b *Backoff) Reset() { b.failures = 0 }
+
+// Failures returns the number of consecutive failures so far.
+func (b *Backoff) Failures() int { return b.failures }
