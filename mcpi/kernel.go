@@ -17,6 +17,9 @@ type Kernel struct {
 // Name returns the kernel's name as --kernel spells it: "avx512", "avx2", "go".
 func (k Kernel) Name() string { return k.name }
 
+// IsZero reports whether k is the zero Kernel, which names no kernel.
+func (k Kernel) IsZero() bool { return k.fn == nil }
+
 // String returns the kernel's name.
 func (k Kernel) String() string { return k.name }
 

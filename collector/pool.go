@@ -1,0 +1,53 @@
+package collector
+
+import (
+	"github.com/picluster/picluster/internal/wire"
+	"github.com/picluster/picluster/mcpi"
+)
+
+// pool is the exact state of a job: the latest report of every worker and
+// the anonymous batches, and the pooled tally that is their sum.
+type pool struct {
+	total       mcpi.Tally
+	workers     map[string]wire.Report
+	batches     uint64 // Σ seq over workers + anonymous batches
+	anonBatches uint64
+	duplicates  uint64
+}
+
+func newPool() *pool { return &pool{workers: make(map[string]wire.Report)} }
+
+// add applies r and returns a *wire.Error if it contradicts what the pool
+// holds. It reports whether r changed the pool.
+func (p *pool) add(r wire.Report) (changed bool, err error) {
+	if r.Anonymous() {
+		p.total = p.total.Add(mcpi.TallyOf(r.N, r.Hits))
+		p.anonBatches++
+		p.batches++
+		return true, nil
+	}
+	prev, ok := p.workers[r.Worker]
+	if ok {
+		switch {
+		case r.Seq < prev.Seq:
+			p.duplicates++
+			return false, nil
+		case r.Seq == prev.Seq:
+			if r.TotalN != prev.TotalN || r.TotalHits != prev.TotalHits {
+				return false, &wire.Error{Reason: wire.Inconsistent, Detail: "same seq, different totals: two workers share an id?"}
+			}
+			p.duplicates++
+			return false, nil
+		case r.TotalN < prev.TotalN || r.TotalHits < prev.TotalHits:
+			return false, &wire.Error{Reason: wire.TotalsBackward, Detail: "totals smaller than at an earlier seq"}
+		case r.TotalHits-prev.TotalHits > r.TotalN-prev.TotalN,
+			r.TotalN-prev.TotalN < r.N,
+			r.Seq == prev.Seq+1 && (r.TotalN-prev.TotalN != r.N || r.TotalHits-prev.TotalHits != r.Hits):
+			return false, &wire.Error{Reason: wire.Inconsistent, Detail: "totals do not add up to the previous totals plus this batch"}
+		}
+	}
+	p.total = p.total.Sub(mcpi.TallyOf(prev.TotalN, prev.TotalHits)).Add(mcpi.TallyOf(r.TotalN, r.TotalHits))
+	p.batches += r.Seq - prev.Seq
+	p.workers[r.Worker] = r
+	return true, nil
+}

@@ -1,0 +1,44 @@
+package collector
+
+import (
+	"encoding/json"
+	"math"
+
+	"github.com/picluster/picluster/mcpi"
+)
+
+// Summary is the state of a job as the collector sees it: the object that
+// --json prints and /api/state serves.
+type Summary struct {
+	Channel     string            `json:"channel"`
+	N           mcpi.Count        `json:"n"`
+	Hits        mcpi.Count        `json:"hits"`
+	Pi          Float             `json:"pi"`
+	StdErr      Float             `json:"stderr"`
+	CI95        [2]Float          `json:"ci95"`
+	Workers     int               `json:"workers"`
+	Batches     uint64            `json:"batches"`
+	Anonymous   uint64            `json:"anonymous_batches"`
+	Rejected    uint64            `json:"rejected"`
+	RejectedBy  map[string]uint64 `json:"rejected_by"`
+	Duplicates  uint64            `json:"duplicates"`
+	Seconds     float64           `json:"seconds"`
+	SamplesPerS float64           `json:"samples_per_s"`
+	StoppedBy   string            `json:"stopped_by,omitempty"` // "target", "duration" or "signal"
+	TargetSE    float64           `json:"target_se,omitempty"`
+}
+
+// Tally returns the pooled tally.
+func (s Summary) Tally() mcpi.Tally { return mcpi.Tally{N: s.N, Hits: s.Hits} }
+
+// Float is a float64 that encodes NaN and ±Inf as JSON null: an estimate of
+// nothing is unknown, not an encoding error.
+type Float float64
+
+// MarshalJSON writes f, or null when it is not finite.
+func (f Float) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(f))
+}

@@ -1,0 +1,68 @@
+package redisbus_test
+
+import (
+	"fmt"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/picluster/picluster/internal/bustest"
+	"github.com/picluster/picluster/internal/redisbus"
+	"github.com/picluster/picluster/internal/redistest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func open(t *testing.T, srv *redistest.Server, channel string) *redisbus.Bus {
+	t.Helper()
+	bus, err := redisbus.Open(srv.URL(), channel, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bus.Close() })
+	return bus
+}
+
+func TestConformance(t *testing.T) {
+	srv := redistest.Start(t)
+	n := 0
+	bustest.Run(t, func(t *testing.T, channel string) bustest.Bus {
+		n++ // every bus gets its own job on the shared server
+		return open(t, srv, fmt.Sprintf("%s-%d", channel, n))
+	})
+}
+
+// After Redis restarts, a subscription comes back by itself, announces it
+// with a Subscribed marker, and delivers again.
+func TestSubscriptionSurvivesRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	bus := open(t, srv, "restart")
+	ctx := t.Context()
+	msgs := bus.Subscribe(ctx)
+	bustest.Subscribed(t, msgs)
+	if err := bus.Publish(ctx, "w", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(bustest.Receive(t, msgs)); got != "before" {
+		t.Fatalf("got %q", got)
+	}
+	srv.Restart()
+	bustest.Subscribed(t, msgs)
+	if err := bus.Publish(ctx, "w", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(bustest.Receive(t, msgs)); got != "after" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestValidChannel(t *testing.T) {
+	for _, tt := range []struct {
+		channel string
+		ok      bool
+	}{{"pi_collector", true}, {"", false}, {"a{b}", false}, {"a b", false}} {
+		if err := redisbus.ValidChannel(tt.channel); (err == nil) != tt.ok {
+			t.Errorf("ValidChannel(%q) = %v, want ok=%v", tt.channel, err, tt.ok)
+		}
+	}
+}
