@@ -105,9 +105,25 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 		rejected: make(map[wire.Reason]uint64), logged: make(map[string]bool), started: cfg.Now()}, nil
 }
 
+// FinalSyncTimeout bounds the last read of the totals when Run is cancelled.
+const FinalSyncTimeout = 3 * time.Second
+
 // Run collects until the target is reached (it returns nil) or ctx is done
-// (it returns ctx's error).
+// (it returns ctx's error). When cancelled it reads the totals on the bus
+// once more, for at most FinalSyncTimeout, so that the final Summary
+// includes every report that reached the bus, even one it was not
+// subscribed in time to receive.
 func (c *Collector) Run(ctx context.Context) error {
+	err := c.run(ctx)
+	if ctx.Err() != nil {
+		syncCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FinalSyncTimeout)
+		defer cancel()
+		_ = c.rebuild(syncCtx) // best effort: the summary stands without it
+	}
+	return err
+}
+
+func (c *Collector) run(ctx context.Context) error {
 	c.mu.Lock()
 	c.started = c.cfg.Now()
 	c.mu.Unlock()
@@ -171,7 +187,7 @@ func (c *Collector) rebuild(ctx context.Context) error {
 		return err
 	}
 	for _, b := range totals {
-		c.Handle(b)
+		c.handle(b, false)
 	}
 	c.mu.Lock()
 	if !c.synced {
@@ -185,12 +201,16 @@ func (c *Collector) rebuild(ctx context.Context) error {
 
 // Handle validates and pools one report payload. It never fails: a bad
 // report is counted and logged.
-func (c *Collector) Handle(payload []byte) {
+func (c *Collector) Handle(payload []byte) { c.handle(payload, true) }
+
+// handle pools payload; live is false for the totals read back from the bus,
+// whose repeats of reports already pooled are not duplicates.
+func (c *Collector) handle(payload []byte, live bool) {
 	r, err := wire.Decode(payload)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil {
-		_, err = c.pool.add(r)
+		_, err = c.pool.add(r, live)
 	}
 	if err == nil {
 		return

@@ -18,8 +18,9 @@ type pool struct {
 func newPool() *pool { return &pool{workers: make(map[string]wire.Report)} }
 
 // add applies r and returns a *wire.Error if it contradicts what the pool
-// holds. It reports whether r changed the pool.
-func (p *pool) add(r wire.Report) (changed bool, err error) {
+// holds. It reports whether r changed the pool. Repeats of pooled reports
+// count as duplicates when live.
+func (p *pool) add(r wire.Report, live bool) (changed bool, err error) {
 	if r.Anonymous() {
 		p.total = p.total.Add(mcpi.TallyOf(r.N, r.Hits))
 		p.anonBatches++
@@ -30,13 +31,13 @@ func (p *pool) add(r wire.Report) (changed bool, err error) {
 	if ok {
 		switch {
 		case r.Seq < prev.Seq:
-			p.duplicates++
+			p.countDuplicate(live)
 			return false, nil
 		case r.Seq == prev.Seq:
 			if r.TotalN != prev.TotalN || r.TotalHits != prev.TotalHits {
 				return false, &wire.Error{Reason: wire.Inconsistent, Detail: "same seq, different totals: two workers share an id?"}
 			}
-			p.duplicates++
+			p.countDuplicate(live)
 			return false, nil
 		case r.TotalN < prev.TotalN || r.TotalHits < prev.TotalHits:
 			return false, &wire.Error{Reason: wire.TotalsBackward, Detail: "totals smaller than at an earlier seq"}
@@ -50,4 +51,10 @@ func (p *pool) add(r wire.Report) (changed bool, err error) {
 	p.batches += r.Seq - prev.Seq
 	p.workers[r.Worker] = r
 	return true, nil
+}
+
+func (p *pool) countDuplicate(live bool) {
+	if live {
+		p.duplicates++
+	}
 }

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/internal/membus"
+	"github.com/picluster/picluster/internal/redisbus"
+	"github.com/picluster/picluster/mcpi"
+	"github.com/picluster/picluster/worker"
+)
+
+// workerFlags are the flags of a worker, turned into a worker.Config by config.
+type workerFlags struct {
+	threads    int
+	batch      uint64
+	batchTime  time.Duration
+	maxBatches uint64
+	seed       string
+	id         string
+	kernel     string
+}
+
+func (f *workerFlags) register(fs *flag.FlagSet, withID bool) {
+	fs.IntVar(&f.threads, "threads", 0, "sampling `threads` per worker (default: every core)")
+	fs.Uint64Var(&f.batch, "batch", 0, "`samples` per batch (default: sized by --batch-time)")
+	fs.DurationVar(&f.batchTime, "batch-time", time.Second, "target `duration` of a batch when --batch is not given")
+	fs.Uint64Var(&f.maxBatches, "max-batches", 0, "stop after this many `batches` (default: no limit)")
+	fs.StringVar(&f.seed, "seed", "", "64-bit `seed`, decimal or 0x-hex (default: random); with --id and the batch number it makes every batch replayable")
+	fs.StringVar(&f.kernel, "kernel", "auto", "sampling `kernel`: auto, avx512, avx2 or go")
+	if withID {
+		fs.StringVar(&f.id, "id", "", "worker `id` in reports (default: host-pid-random); a worker restarted under the same id resumes its totals")
+	}
+}
+
+func (f *workerFlags) config(log *slog.Logger) (worker.Config, error) {
+	cfg := worker.Config{ID: f.id, Threads: f.threads, Batch: f.batch, BatchTime: f.batchTime,
+		MaxBatches: f.maxBatches, Logger: log}
+	if f.seed != "" {
+		s, err := strconv.ParseUint(f.seed, 0, 64)
+		if err != nil {
+			return cfg, fmt.Errorf("--seed %q: want a 64-bit unsigned integer", f.seed)
+		}
+		cfg.Seed = &s
+	}
+	k, err := mcpi.ParseKernel(f.kernel)
+	if err != nil {
+		return cfg, fmt.Errorf("--kernel: %w", err)
+	}
+	cfg.Kernel = k
+	return cfg, cfg.Validate()
+}
+
+// collectorFlags are the flags of a collector.
+type collectorFlags struct {
+	targetSE float64
+	json     bool
+	interval time.Duration
+	reset    bool
+}
+
+func (f *collectorFlags) register(fs *flag.FlagSet) {
+	fs.Float64Var(&f.targetSE, "target-se", 0, "stop the job when the standard error of π reaches `SE` (default: no target)")
+	fs.BoolVar(&f.json, "json", false, "print the final summary as one JSON object on stdout (progress goes to stderr)")
+	fs.DurationVar(&f.interval, "interval", time.Second, "how often to print the estimate")
+	fs.BoolVar(&f.reset, "reset", false, "delete the job's totals and state first: a new job on an old channel")
+}
+
+func (e *env) workerCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	var c common
+	var wf workerFlags
+	var duration time.Duration
+	e.commonFlags(fs, &c, "the Redis to report to")
+	wf.register(fs, true)
+	fs.DurationVar(&duration, "duration", 0, "stop after this long (default: until the job is done or Ctrl-C)")
+	if err := e.parse(fs, "Samples on every core and reports to the job's channel until the job is done,\na limit is reached, or Ctrl-C (which still delivers the last report).", args); err != nil || helped(args) {
+		return err
+	}
+	log := e.logger(c)
+	cfg, err := wf.config(log)
+	if err != nil {
+		return err
+	}
+	cfg.Duration = duration
+	bus, err := e.openRedis(c, log)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	w, err := worker.New(bus, cfg)
+	if err != nil {
+		return err
+	}
+	return w.Run(ctx)
+}
+
+func (e *env) openRedis(c common, log *slog.Logger) (*redisbus.Bus, error) {
+	if c.redis == "" {
+		return nil, errors.New("no Redis: give --redis redis://host:6379 or set REDIS_URL (picluster run needs none)")
+	}
+	bus, err := redisbus.Open(c.redis, c.channel, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("using Redis", "url", redactURL(c.redis), "channel", c.channel)
+	return bus, nil
+}
+
+func (e *env) collectorCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("collector", flag.ContinueOnError)
+	var c common
+	var cf collectorFlags
+	var duration time.Duration
+	e.commonFlags(fs, &c, "the Redis to collect from")
+	cf.register(fs)
+	fs.DurationVar(&duration, "duration", 0, "stop after this long (default: until the target or Ctrl-C)")
+	if err := e.parse(fs, "Pools every report of the job into one estimate of π with its standard error,\nand ends the job when --target-se is reached.", args); err != nil || helped(args) {
+		return err
+	}
+	log := e.logger(c)
+	bus, err := e.openRedis(c, log)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	col, err := collector.New(bus, collector.Config{Channel: c.channel, TargetSE: cf.targetSE, Reset: cf.reset, Logger: log})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withDuration(ctx, duration)
+	defer cancel()
+	return e.watch(ctx, col, cf, func() error { return col.Run(ctx) })
+}
+
+func (e *env) runCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var c common
+	var cf collectorFlags
+	var wf workerFlags
+	var duration time.Duration
+	var workers int
+	e.commonFlags(fs, &c, "use this Redis instead of the in-memory bus")
+	cf.register(fs)
+	wf.register(fs, false)
+	fs.DurationVar(&duration, "duration", 0, "stop after this long (default: until the target or Ctrl-C)")
+	fs.IntVar(&workers, "workers", 1, "`number` of workers, sharing --threads cores each")
+	if err := e.parse(fs, "Runs workers and a collector in one process, on an in-memory bus unless --redis\nis given, and shows the estimate converging.", args); err != nil || helped(args) {
+		return err
+	}
+	if workers < 1 {
+		return errors.New("--workers: want at least 1")
+	}
+	log := e.logger(c)
+	var bus interface {
+		worker.Bus
+		collector.Bus
+	}
+	if c.redis != "" {
+		rb, err := e.openRedis(c, log)
+		if err != nil {
+			return err
+		}
+		defer rb.Close()
+		bus = rb
+	} else {
+		bus = membus.New()
+	}
+	col, err := collector.New(bus, collector.Config{Channel: c.channel, TargetSE: cf.targetSE, Reset: cf.reset, Logger: log})
+	if err != nil {
+		return err
+	}
+	var ws []*worker.Worker
+	for range workers {
+		cfg, err := wf.config(log)
+		if err != nil {
+			return err
+		}
+		w, err := worker.New(bus, cfg)
+		if err != nil {
+			return err
+		}
+		ws = append(ws, w)
+	}
+
+	// The workers stop first (target, duration or signal) and flush; the
+	// collector stops after them, so its summary has their last reports.
+	runCtx, cancel := withDuration(ctx, duration)
+	defer cancel()
+	colCtx, stopCollector := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopCollector(nil)
+	workCtx, stopWorkers := context.WithCancel(runCtx)
+	defer stopWorkers()
+	return e.watch(runCtx, col, cf, func() error {
+		var wg sync.WaitGroup
+		errs := make([]error, len(ws))
+		for i, w := range ws {
+			wg.Go(func() { errs[i] = w.Run(workCtx) })
+		}
+		colDone := make(chan error, 1)
+		go func() { colDone <- col.Run(colCtx) }()
+		var colErr error
+		select {
+		case colErr = <-colDone: // the target
+			stopWorkers()
+			wg.Wait()
+		case <-runCtx.Done():
+			stopWorkers()
+			wg.Wait()
+			stopCollector(context.Cause(runCtx))
+			colErr = <-colDone
+			if colErr != nil {
+				colErr = runCtx.Err()
+			}
+		}
+		return errors.Join(append(errs, colErr)...)
+	})
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/internal/redisbus"
+	"github.com/picluster/picluster/internal/redistest"
+	"github.com/picluster/picluster/internal/wire"
+	"github.com/picluster/picluster/mcpi"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds picluster once for the end-to-end tests.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "picluster-e2e")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "picluster")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// proc is a picluster process whose output the test reads.
+type proc struct {
+	cmd            *exec.Cmd
+	stdout, stderr *syncBuffer
+	done           chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(binary(t), args...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	p.cmd.Env = append(os.Environ(), "REDIS_URL=")
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("picluster %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), p.stdout, p.stderr)
+		}
+	})
+	return p
+}
+
+// wait waits for the process to exit by itself and fails on a non-zero exit.
+func (p *proc) wait(t *testing.T, within time.Duration) {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("%s: %v\nstderr:\n%s", p.cmd.Args, err, p.stderr)
+		}
+	case <-time.After(within):
+		t.Fatalf("%s did not exit within %v\nstderr:\n%s", p.cmd.Args, within, p.stderr)
+	}
+}
+
+// waitOutput waits until the process's stderr contains s.
+func (p *proc) waitOutput(t *testing.T, s string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !strings.Contains(p.stderr.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q on stderr within %v:\n%s", s, within, p.stderr)
+		}
+		time.Sleep(10 * time.Millisecond) // polling another process's output
+	}
+}
+
+func (p *proc) summary(t *testing.T) collector.Summary {
+	t.Helper()
+	var s collector.Summary
+	if err := json.Unmarshal([]byte(p.stdout.String()), &s); err != nil {
+		t.Fatalf("stdout is not one JSON summary: %v\n%s", err, p.stdout)
+	}
+	return s
+}
+
+// totals sums the workers' totals recorded in Redis.
+func totals(t *testing.T, url string) (n, hits mcpi.Count, workers int) {
+	t.Helper()
+	bus, err := redisbus.Open(url, "pi_collector", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	all, err := bus.Totals(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range all {
+		r, err := wire.Decode(b)
+		if err != nil {
+			t.Fatalf("totals hold an invalid report: %v", err)
+		}
+		n, hits = n.Add(mcpi.CountOf(r.TotalN)), hits.Add(mcpi.CountOf(r.TotalHits))
+	}
+	return n, hits, len(all)
+}
+
+func redisCLI(t *testing.T, srv *redistest.Server, args ...string) string {
+	t.Helper()
+	port := srv.Addr[strings.LastIndex(srv.Addr, ":")+1:]
+	out, err := exec.Command("redis-cli", append([]string{"-p", port}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestClusterOverRedis: a collector and two worker processes over a real
+// redis-server; the collector's N is exactly the workers' totals in Redis
+// plus a seed-style report, garbage is counted and survived; and collectors
+// started late, or again after kill -9, rebuild the same N from Redis.
+func TestClusterOverRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	srv := redistest.Start(t)
+	col := start(t, "collector", "--redis", srv.URL(), "--json", "--interval", "100ms")
+	col.waitOutput(t, "rebuilt the job from the bus", 20*time.Second)
+
+	var workers []*proc
+	for i := range 2 {
+		workers = append(workers, start(t, "worker", "--redis", srv.URL(), "--id", fmt.Sprint("w", i),
+			"--threads", "1", "--batch", "3000017", "--max-batches", "4"))
+	}
+	for _, w := range workers {
+		w.wait(t, 60*time.Second)
+	}
+	if got := redisCLI(t, srv, "PUBLISH", "pi_collector", "garbage"); got != "1" {
+		t.Fatalf("PUBLISH reached %s subscribers, want the collector", got)
+	}
+	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n": -5, "pi_approx": 3.1}`)
+	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n": 1000000, "pi_approx": 3.141592}`)
+
+	n, hits, nw := totals(t, srv.URL())
+	if want := mcpi.CountOf(2 * 4 * 3000017); n != want || nw != 2 {
+		t.Fatalf("Redis totals: %v samples from %d workers, want %v from 2", n, nw, want)
+	}
+	wantN := n.Add(mcpi.CountOf(1_000_000))
+	col.waitOutput(t, fmt.Sprintf("N=%s ", wantN), 20*time.Second)
+	col.waitOutput(t, "2 rejected", 20*time.Second)
+	_ = col.cmd.Process.Signal(syscall.SIGINT)
+	col.wait(t, 20*time.Second)
+	s := col.summary(t)
+	if s.N != wantN || s.Hits != hits.Add(mcpi.CountOf(785398)) || s.Rejected != 2 || s.StoppedBy != "signal" || s.Workers != 2 || s.Batches != 9 {
+		t.Errorf("summary %+v; want n %v, hits %v, 2 rejected, 2 workers, 9 batches, stopped by signal", s, wantN, hits.Add(mcpi.CountOf(785398)))
+	}
+
+	// A collector started after the workers finished rebuilds their totals.
+	late := start(t, "collector", "--redis", srv.URL(), "--json", "--duration", "1s")
+	late.wait(t, 20*time.Second)
+	if s := late.summary(t); s.N != n || s.StoppedBy != "duration" {
+		t.Errorf("late collector: n %v stopped by %q, want %v and duration", s.N, s.StoppedBy, n)
+	}
+
+	// Killed with SIGKILL and started again: the same N.
+	killed := start(t, "collector", "--redis", srv.URL(), "--json")
+	killed.waitOutput(t, "rebuilt the job from the bus", 20*time.Second)
+	_ = killed.cmd.Process.Kill()
+	again := start(t, "collector", "--redis", srv.URL(), "--json", "--duration", "1s")
+	again.wait(t, 20*time.Second)
+	if s := again.summary(t); s.N != n {
+		t.Errorf("collector after kill -9: n %v, want %v", s.N, n)
+	}
+}
+
+// TestRunInMemory is README's first command: no Redis, π within 5 SE.
+func TestRunInMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	p := start(t, "run", "--duration", "2s", "--json")
+	p.wait(t, 30*time.Second)
+	s := p.summary(t)
+	if s.N.IsZero() || s.StoppedBy != "duration" {
+		t.Fatalf("summary %+v", s)
+	}
+	if z := math.Abs(float64(s.Pi)-math.Pi) / float64(s.StdErr); z > 5 {
+		t.Errorf("π̂ = %v ± %v is %.1f SE from π", s.Pi, s.StdErr, z)
+	}
+}
+
+func TestRunStopsAtTarget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	p := start(t, "run", "--target-se", "2e-4", "--json", "--batch", "1000000")
+	p.wait(t, 60*time.Second)
+	if s := p.summary(t); s.StoppedBy != "target" || float64(s.StdErr) > 2e-4 {
+		t.Errorf("stopped by %q with SE %v, want target and ≤ 2e-4", s.StoppedBy, s.StdErr)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"worker"}, "no Redis"},
+		{[]string{"fly"}, "unknown command"},
+		{[]string{"run", "--kernel", "sse9"}, "unknown kernel"},
+		{[]string{"run", "--seed", "x"}, "--seed"},
+		{[]string{"run", "--bogus"}, "flag provided but not defined"},
+	} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), tt.args, func(string) string { return "" }, &out, &errb)
+		if err == nil || !strings.Contains(err.Error()+errb.String(), tt.want) {
+			t.Errorf("%v: err %v, stderr %q; want %q", tt.args, err, errb.String(), tt.want)
+		}
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"worker", "-h"}, func(string) string { return "" }, &out, &out); err != nil || !strings.Contains(out.String(), "--max-batches") && !strings.Contains(out.String(), "-max-batches") {
+		t.Errorf("worker -h: %v\n%s", err, out.String())
+	}
+}

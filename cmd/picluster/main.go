@@ -1,0 +1,22 @@
+// Command picluster estimates π by Monte Carlo on every core of as many
+// machines as you have, pooled through Redis. See README.md, or run
+// "picluster help".
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "picluster:", err)
+		stop()
+		os.Exit(exitCode(err))
+	}
+}
