@@ -131,4 +131,3 @@ func redactURL(u string) string {
 	}
 	return u
 }
-
