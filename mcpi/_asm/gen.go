@@ -1,0 +1,159 @@
+// Command gen writes mcpi's vector kernels, kernel_amd64.s, with avo.
+// Run it with "go generate ./mcpi" from the repository root.
+//
+// Both kernels compute exactly what mcpi.stepLane defines: per point one
+// xoshiro256+ output, x = high 32 bits, y = low 32 bits, a miss when the
+// 64-bit sum x² + y² carries. Lane states are a structure of arrays,
+// s[word][lane], 32 lanes. VPMULUDQ multiplies the low 32 bits of each
+// quadword, so y² needs no masking.
+package main
+
+import (
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+const lanes = 32
+
+func main() {
+	ConstraintExpr("!purego")
+	avx512()
+	avx2()
+	Generate()
+}
+
+// state addresses word w of lanes [lane, lane+n) in the block at ptr.
+func state(ptr Register, w, lane int) Mem {
+	return Mem{Base: ptr, Disp: (w*lanes + lane) * 8}
+}
+
+func avx512() {
+	TEXT("stepsAVX512", NOSPLIT, "func(s *[4][32]uint64, steps uint64) (misses uint64)")
+	Doc("stepsAVX512 advances 32 lanes by steps points each, 8 lanes to a ZMM register, and returns the misses.")
+	ptr := Load(Param("s"), GP64())
+	n := Load(Param("steps"), GP64())
+	const vecs = lanes / 8
+	var s [4][vecs]VecVirtual
+	for w := range 4 {
+		for v := range vecs {
+			s[w][v] = ZMM()
+			VMOVDQU64(state(ptr, w, 8*v), s[w][v])
+		}
+	}
+	// Misses are counted on the integer side (KMOVW, POPCNT, ADD), which
+	// has idle ports, rather than with a masked vector add: on Zen 4 every
+	// ZMM operation takes two of the four vector pipes' slots.
+	acc, bits := GP64(), GP64()
+	XORQ(acc, acc)
+	miss := K()
+
+	TESTQ(n, n)
+	JZ(LabelRef("done512"))
+	Label("loop512")
+	for v := range vecs {
+		s0, s1, s2, s3 := s[0][v], s[1][v], s[2][v], s[3][v]
+		out, t, x := ZMM(), ZMM(), ZMM()
+		VPADDQ(s3, s0, out)              // out = s0 + s3
+		VPSLLQ(U8(17), s1, t)            // t = s1 << 17
+		VPXORQ(s1, s3, s3)               // s3 ^= s1
+		VPTERNLOGQ(U8(0x96), s0, s2, s1) // s1 ^= s2 ^ s0   (old s2, s0)
+		VPTERNLOGQ(U8(0x96), t, s0, s2)  // s2 ^= s0 ^ t
+		VPXORQ(s3, s0, s0)               // s0 ^= s3        (s3 ^ s1, old s1)
+		VPROLQ(U8(45), s3, s3)           // s3 = rotl(s3, 45)
+		VPSRLQ(U8(32), out, x)           // x = out >> 32
+		VPMULUDQ(x, x, x)                // x² (exact, 64 bits)
+		VPMULUDQ(out, out, out)          // y² from the low 32 bits
+		VPADDQ(x, out, out)              // x² + y² mod 2⁶⁴
+		VPCMPUQ(U8(1), x, out, miss)     // carried: sum < x²
+		KMOVW(miss, bits.As32())         // count the misses
+		POPCNTL(bits.As32(), bits.As32())
+		ADDQ(bits, acc)
+	}
+	DECQ(n)
+	JNZ(LabelRef("loop512"))
+	Label("done512")
+	for w := range 4 {
+		for v := range vecs {
+			VMOVDQU64(s[w][v], state(ptr, w, 8*v))
+		}
+	}
+	VZEROUPPER()
+	Store(acc, ReturnIndex(0))
+	RET()
+}
+
+// sum reduces the four quadwords of y to a GP register, stores it as the
+// result and returns.
+func sum(y VecVirtual) {
+	x := XMM()
+	VEXTRACTI128(U8(1), y, x)
+	VPADDQ(x, y.AsX(), x)
+	hi := XMM()
+	VPSHUFD(U8(0x4e), x, hi)
+	VPADDQ(hi, x, x)
+	r := GP64()
+	VMOVQ(x, r)
+	VZEROUPPER()
+	Store(r, ReturnIndex(0))
+	RET()
+}
+
+func avx2() {
+	TEXT("stepsAVX2", NOSPLIT, "func(s *[4][32]uint64, steps uint64) (misses uint64)")
+	Doc("stepsAVX2 advances 32 lanes by steps points each, 8 lanes at a time in two YMM registers per state word, and returns the misses.")
+	ptr := Load(Param("s"), GP64())
+	n := Load(Param("steps"), GP64())
+	sign, acc := YMM(), YMM()
+	tmp := GP64()
+	MOVQ(U64(1<<63), tmp)
+	VMOVQ(tmp, sign.AsX())
+	VPBROADCASTQ(sign.AsX(), sign)
+	VPXOR(acc, acc, acc)
+	TESTQ(n, n)
+	JZ(LabelRef("done2"))
+	cnt := GP64()
+	const vecs = 2 // 8 lanes a chunk: 8 state registers of the 16
+	for chunk := range lanes / (4 * vecs) {
+		var s [4][vecs]VecVirtual
+		for w := range 4 {
+			for v := range vecs {
+				s[w][v] = YMM()
+				VMOVDQU(state(ptr, w, chunk*4*vecs+4*v), s[w][v])
+			}
+		}
+		MOVQ(n, cnt)
+		loop := LabelRef("loop2_" + string(rune('a'+chunk)))
+		Label(string(loop))
+		for v := range vecs {
+			s0, s1, s2, s3 := s[0][v], s[1][v], s[2][v], s[3][v]
+			out, t, x := YMM(), YMM(), YMM()
+			VPADDQ(s3, s0, out)    // out = s0 + s3
+			VPSLLQ(U8(17), s1, t)  // t = s1 << 17
+			VPXOR(s0, s2, s2)      // s2 ^= s0
+			VPXOR(s1, s3, s3)      // s3 ^= s1
+			VPXOR(s2, s1, s1)      // s1 ^= s2
+			VPXOR(s3, s0, s0)      // s0 ^= s3
+			VPXOR(t, s2, s2)       // s2 ^= t
+			VPSLLQ(U8(45), s3, t)  // s3 = rotl(s3, 45)
+			VPSRLQ(U8(19), s3, s3) //
+			VPOR(t, s3, s3)        //
+			VPSRLQ(U8(32), out, x) // x = out >> 32
+			VPMULUDQ(x, x, x)      // x²
+			VPMULUDQ(out, out, out)
+			VPXOR(sign, x, x)       // x² + 2⁶³: the signed compare below is then unsigned
+			VPADDQ(x, out, out)     // x² + y² + 2⁶³
+			VPCMPGTQ(out, x, t)     // carried: x² > x² + y², all ones where true
+			VPSUBQ(t, acc, acc)     // count the misses
+		}
+		DECQ(cnt)
+		JNZ(loop)
+		for w := range 4 {
+			for v := range vecs {
+				VMOVDQU(s[w][v], state(ptr, w, chunk*4*vecs+4*v))
+			}
+		}
+	}
+	Label("done2")
+	sum(acc)
+}

@@ -1,4 +1,0 @@
-package mcpi
-
-// vectorKernels returns the vector kernels this CPU can run, fastest first.
-func vectorKernels() []Kernel { return nil }
