@@ -3,6 +3,7 @@ package mcpi
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"math"
 	"math/big"
 	"math/rand/v2"
@@ -238,5 +239,44 @@ func TestTally(t *testing.T) {
 	}
 	if !math.IsNaN(Tally{}.Pi()) {
 		t.Error("empty tally should have NaN estimate")
+	}
+}
+
+// TestKernelsAgreeOnBatches draws random keys and sizes (1, around the lane
+// count, and up to tens of millions) and checks that every kernel gives the
+// same hits.
+func TestKernelsAgreeOnBatches(t *testing.T) {
+	seed := uint64(rand.Int64())
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 2))
+	sizes := []uint64{1, 2, Lanes - 1, Lanes + 1, 1 << 25}
+	for range 40 {
+		sizes = append(sizes, r.Uint64N(1<<r.IntN(22)+1)+1)
+	}
+	ks := Kernels()
+	for _, n := range sizes {
+		b := Batch{Key: Key{Seed: r.Uint64(), Worker: fmt.Sprint("w", r.IntN(1000)), Seq: r.Uint64N(1 << 40)}, N: n}
+		want := b.Hits(ks[0])
+		for _, k := range ks[1:] {
+			if got := b.Hits(k); got != want {
+				t.Fatalf("%v: kernel %s %d hits, kernel %s %d", b, k, got, ks[0], want)
+			}
+		}
+	}
+}
+
+func TestParseKernel(t *testing.T) {
+	for _, name := range []string{"auto", "", "go"} {
+		if _, err := ParseKernel(name); err != nil {
+			t.Errorf("ParseKernel(%q): %v", name, err)
+		}
+	}
+	if _, err := ParseKernel("sse9"); err == nil {
+		t.Error("unknown kernel accepted")
+	}
+	for _, k := range Kernels() {
+		if got, err := ParseKernel(k.Name()); err != nil || got.Name() != k.Name() {
+			t.Errorf("ParseKernel(%q) = %v, %v", k.Name(), got, err)
+		}
 	}
 }

@@ -166,7 +166,7 @@ func (w *Worker) sample(ctx context.Context, prev wire.Report, box *mailbox, log
 		}
 		start := time.Now()
 		batch := mcpi.Batch{Key: mcpi.Key{Seed: *cfg.Seed, Worker: cfg.ID, Seq: last.Seq + 1}, N: n}
-		hits, ok := w.hits(ctx, batch)
+		hits, ok := Hits(ctx, batch, cfg.Kernel, cfg.Threads)
 		if !ok {
 			return last, nil // cancelled mid-batch: the batch is dropped, never half-reported
 		}
@@ -200,13 +200,15 @@ func nextBatch(n uint64, took, target time.Duration) uint64 {
 	return max(uint64(next), mcpi.Lanes)
 }
 
-// hits computes b on Threads goroutines, each taking the next undone group
-// of lanes. It returns false if ctx was cancelled before every group was done.
-func (w *Worker) hits(ctx context.Context, b mcpi.Batch) (uint64, bool) {
+// Hits computes batch b with kernel k on threads goroutines, each taking the
+// next undone group of lanes, and returns its hits. It returns false if ctx
+// was cancelled before every group was done. The hits do not depend on
+// threads.
+func Hits(ctx context.Context, b mcpi.Batch, k mcpi.Kernel, threads int) (uint64, bool) {
 	var next, done atomic.Int64
 	var total atomic.Uint64
 	var wg sync.WaitGroup
-	for range w.cfg.Threads {
+	for range max(1, min(threads, mcpi.Groups)) {
 		wg.Go(func() {
 			var h uint64
 			for ctx.Err() == nil {
@@ -214,7 +216,7 @@ func (w *Worker) hits(ctx context.Context, b mcpi.Batch) (uint64, bool) {
 				if g >= mcpi.Groups {
 					break
 				}
-				h += b.GroupHits(int(g), w.cfg.Kernel)
+				h += b.GroupHits(int(g), k)
 				done.Add(1)
 			}
 			total.Add(h)

@@ -141,10 +141,10 @@ func avx2() {
 			VPSRLQ(U8(32), out, x) // x = out >> 32
 			VPMULUDQ(x, x, x)      // x²
 			VPMULUDQ(out, out, out)
-			VPXOR(sign, x, x)       // x² + 2⁶³: the signed compare below is then unsigned
-			VPADDQ(x, out, out)     // x² + y² + 2⁶³
-			VPCMPGTQ(out, x, t)     // carried: x² > x² + y², all ones where true
-			VPSUBQ(t, acc, acc)     // count the misses
+			VPXOR(sign, x, x)   // x² + 2⁶³: the signed compare below is then unsigned
+			VPADDQ(x, out, out) // x² + y² + 2⁶³
+			VPCMPGTQ(out, x, t) // carried: x² > x² + y², all ones where true
+			VPSUBQ(t, acc, acc) // count the misses
 		}
 		DECQ(cnt)
 		JNZ(loop)
