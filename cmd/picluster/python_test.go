@@ -50,27 +50,21 @@ func TestPythonPeers(t *testing.T) {
 	}
 	col.waitOutput(t, "N=60000 ", 20*time.Second)
 
-	reader := exec.Command(py, filepath.Join(examples, "reader.py"), "--redis", srv.URL(), "--count", "2")
-	stdout, _ := reader.StdoutPipe()
-	if err := reader.Start(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond) // let the reader subscribe; the totals hash covers what it misses
+	// A reader listening while a Go worker runs receives its reports. The
+	// worker publishes its newest cumulative report, so a fast worker may
+	// skip seqs; every report carries the totals so far.
+	live := readPython(t, py, filepath.Join(examples, "reader.py"), "--redis", srv.URL(), "--count", "1")
 	w := start(t, "worker", "--redis", srv.URL(), "--id", "go-peer", "--batch", "100000", "--max-batches", "3", "--threads", "1")
 	w.wait(t, 60*time.Second)
-
-	var lines []map[string]any
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("reader.py printed %q: %v", sc.Text(), err)
-		}
-		lines = append(lines, m)
+	got := collect(live)
+	if len(got) != 1 || got[0]["worker"] != "go-peer" || got[0]["n"] != 100000.0 {
+		t.Fatalf("live reader.py read %v; want one report of go-peer", got)
 	}
-	_ = reader.Wait()
-	if len(lines) != 2 || lines[0]["worker"] != "go-peer" {
-		t.Fatalf("reader.py read %v; want 2 reports of go-peer", lines)
+	// A reader started later reads the worker's totals from the hash.
+	later := readPython(t, py, filepath.Join(examples, "reader.py"), "--redis", srv.URL(), "--count", "0")
+	got = collect(later)
+	if len(got) != 1 || got[0]["workers_total_n"] != 300000.0 {
+		t.Fatalf("later reader.py read %v; want the totals, 300000 samples", got)
 	}
 
 	_ = col.cmd.Process.Signal(syscall.SIGINT)
@@ -80,4 +74,47 @@ func TestPythonPeers(t *testing.T) {
 		t.Errorf("collector: n %v anonymous batches %d; want %v and 3\nstderr: %s", s.N, s.Anonymous, want,
 			strings.TrimSpace(col.stderr.String()))
 	}
+}
+
+// readPython starts a reader.py and returns its JSON lines after the first,
+// which it waits for: the line that says it is subscribed.
+func readPython(t *testing.T, py string, args ...string) <-chan map[string]any {
+	t.Helper()
+	reader := exec.Command(py, args...)
+	stdout, _ := reader.StdoutPipe()
+	reader.Stderr = os.Stderr
+	if err := reader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reader.Process.Kill(); _ = reader.Wait() })
+	lines := make(chan map[string]any, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) != nil {
+				m = map[string]any{"unparsable": sc.Text()}
+			}
+			lines <- m
+		}
+	}()
+	select {
+	case m := <-lines:
+		if m["subscribed"] != "pi_collector" {
+			t.Fatalf("reader.py first printed %v", m)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("reader.py did not subscribe within 30s")
+	}
+	return lines
+}
+
+// collect reads lines until the reader exits.
+func collect(lines <-chan map[string]any) []map[string]any {
+	var got []map[string]any
+	for m := range lines {
+		got = append(got, m)
+	}
+	return got
 }

@@ -16,8 +16,13 @@ def main():
     ap.add_argument("--count", type=int, default=5, help="live reports to print before exiting")
     args = ap.parse_args()
     r = redis.Redis.from_url(args.redis)
-    p = r.pubsub(ignore_subscribe_messages=True)
+    p = r.pubsub()
     p.subscribe(args.channel)
+    while True:  # wait for Redis to confirm: from here on nothing is missed
+        m = p.get_message(timeout=10)
+        if m is not None and m["type"] == "subscribe":
+            break
+    print(json.dumps({"subscribed": args.channel}), flush=True)
     n = hits = 0
     for worker, raw in r.hgetall("{%s}:totals" % args.channel).items():
         rep = json.loads(raw)
@@ -26,8 +31,8 @@ def main():
         print(json.dumps({"workers_total_n": n, "pi": 4 * hits / n}), flush=True)
     seen, deadline = 0, time.monotonic() + 60
     while seen < args.count and time.monotonic() < deadline:
-        m = p.get_message(timeout=1)  # None also for a swallowed subscribe confirmation
-        if m is None:
+        m = p.get_message(timeout=1)
+        if m is None or m["type"] != "message":
             continue
         rep = json.loads(m["data"])
         print(json.dumps({"worker": rep.get("worker"), "seq": rep.get("seq"), "n": rep["n"],
