@@ -210,7 +210,7 @@ func (c *Collector) handle(payload []byte, live bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil {
-		_, err = c.pool.add(r, live)
+		_, err = c.pool.add(r, live, c.cfg.Now())
 	}
 	if err == nil {
 		return
@@ -280,6 +280,16 @@ func (c *Collector) retry(ctx context.Context, what string, f func() error) erro
 	}
 }
 
+// presence tells whether a worker last seen at seen is still there: alive
+// while its next report is due, with room for a slow batch.
+func presence(now, seen time.Time, batchSeconds float64) string {
+	due := max(10*time.Second, time.Duration(3*batchSeconds*float64(time.Second)))
+	if now.Sub(seen) <= due {
+		return "alive"
+	}
+	return "vanished"
+}
+
 // Summary returns the job as the collector sees it now.
 func (c *Collector) Summary() Summary {
 	c.mu.Lock()
@@ -297,6 +307,28 @@ func (c *Collector) Summary() Summary {
 	for r, n := range c.rejected {
 		s.Rejected += n
 		s.RejectedBy[string(r)] = n
+	}
+	now := c.cfg.Now()
+	s.WorkerTable = make([]WorkerStats, 0, len(c.pool.workers))
+	for id, r := range c.pool.workers {
+		w := WorkerStats{ID: id, N: r.TotalN, Hits: r.TotalHits, Seq: r.Seq, Kernel: r.Kernel,
+			LastSeen: c.pool.seen[id], Status: presence(now, c.pool.seen[id], r.Seconds),
+			tally: mcpi.TallyOf(r.TotalN, r.TotalHits)}
+		if r.Seconds > 0 {
+			w.SamplesPerS = float64(r.N) / r.Seconds
+		}
+		s.WorkerTable = append(s.WorkerTable, w)
+	}
+	s.Checks = workerStats(s.WorkerTable, t)
+	disp, binom := c.pool.disp.stdErr()
+	s.Checks.Chunks = int(c.pool.disp.m)
+	s.Checks.DispersionRatio = Float(disp / binom)
+	s.Checks.StdErrDispersion = Float(float64(s.StdErr) * disp / binom)
+	s.Flagged = []string{}
+	for _, w := range s.WorkerTable {
+		if w.Flagged {
+			s.Flagged = append(s.Flagged, w.ID)
+		}
 	}
 	if secs > 0 && c.synced {
 		s.SamplesPerS = t.N.Sub(c.baseN).Float64() / secs

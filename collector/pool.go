@@ -1,6 +1,8 @@
 package collector
 
 import (
+	"time"
+
 	"github.com/picluster/picluster/internal/wire"
 	"github.com/picluster/picluster/mcpi"
 )
@@ -10,19 +12,24 @@ import (
 type pool struct {
 	total       mcpi.Tally
 	workers     map[string]wire.Report
+	seen        map[string]time.Time // when each worker's latest report arrived
+	disp        dispersion           // the scatter of the accepted chunks
 	batches     uint64 // Σ seq over workers + anonymous batches
 	anonBatches uint64
 	duplicates  uint64
 }
 
-func newPool() *pool { return &pool{workers: make(map[string]wire.Report)} }
+func newPool() *pool {
+	return &pool{workers: make(map[string]wire.Report), seen: make(map[string]time.Time)}
+}
 
 // add applies r and returns a *wire.Error if it contradicts what the pool
 // holds. It reports whether r changed the pool. Repeats of pooled reports
 // count as duplicates when live.
-func (p *pool) add(r wire.Report, live bool) (changed bool, err error) {
+func (p *pool) add(r wire.Report, live bool, now time.Time) (changed bool, err error) {
 	if r.Anonymous() {
 		p.total = p.total.Add(mcpi.TallyOf(r.N, r.Hits))
+		p.disp.add(r.N, r.Hits)
 		p.anonBatches++
 		p.batches++
 		return true, nil
@@ -48,8 +55,10 @@ func (p *pool) add(r wire.Report, live bool) (changed bool, err error) {
 		}
 	}
 	p.total = p.total.Sub(mcpi.TallyOf(prev.TotalN, prev.TotalHits)).Add(mcpi.TallyOf(r.TotalN, r.TotalHits))
+	p.disp.add(r.TotalN-prev.TotalN, r.TotalHits-prev.TotalHits)
 	p.batches += r.Seq - prev.Seq
 	p.workers[r.Worker] = r
+	p.seen[r.Worker] = now
 	return true, nil
 }
 
