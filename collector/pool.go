@@ -14,7 +14,7 @@ type pool struct {
 	workers     map[string]wire.Report
 	seen        map[string]time.Time // when each worker's latest report arrived
 	disp        dispersion           // the scatter of the accepted chunks
-	batches     uint64 // Σ seq over workers + anonymous batches
+	batches     uint64               // Σ seq over workers + anonymous batches
 	anonBatches uint64
 	duplicates  uint64
 }
