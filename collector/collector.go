@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"gonum.org/v1/gonum/stat/distuv"
+
 	"github.com/picluster/picluster/internal/backoff"
 	"github.com/picluster/picluster/internal/wire"
 	"github.com/picluster/picluster/mcpi"
@@ -64,6 +66,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("target-se: %v, want a finite number ≥ 0", c.TargetSE)
 	}
 	return nil
+}
+
+// TargetSEForDigits returns the standard error at which the 95 % interval
+// is narrow enough for d correct decimal digits: half-width z·SE ≤ ½·10⁻ᵈ.
+func TargetSEForDigits(d int) float64 {
+	return 0.5 * math.Pow(10, -float64(d)) / distuv.UnitNormal.Quantile(0.975)
 }
 
 // maxLogged bounds the distinct (sender, reason) pairs logged, so a flood of
@@ -332,6 +340,12 @@ func (c *Collector) Summary() Summary {
 	}
 	if secs > 0 && c.synced {
 		s.SamplesPerS = t.N.Sub(c.baseN).Float64() / secs
+	}
+	s.ETASeconds = Float(math.NaN())
+	if se := float64(s.StdErr); c.cfg.TargetSE > 0 && se > 0 && s.SamplesPerS > 0 {
+		// SE ∝ 1/√N: the target needs N·(SE/target)² samples in all.
+		need := t.N.Float64() * (se / c.cfg.TargetSE) * (se / c.cfg.TargetSE)
+		s.ETASeconds = Float(max(0, need-t.N.Float64()) / s.SamplesPerS)
 	}
 	return s
 }

@@ -26,6 +26,7 @@ type Summary struct {
 	SamplesPerS float64           `json:"samples_per_s"`
 	StoppedBy   string            `json:"stopped_by,omitempty"` // "target", "duration" or "signal"
 	TargetSE    float64           `json:"target_se,omitempty"`
+	ETASeconds  Float             `json:"eta_seconds"` // to the target at the current rate; null without one
 	Checks      Checks            `json:"checks"`
 	Flagged     []string          `json:"flagged"` // ids of the workers whose tally is implausible
 	WorkerTable []WorkerStats     `json:"worker_table"`

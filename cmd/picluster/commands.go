@@ -60,17 +60,40 @@ func (f *workerFlags) config(log *slog.Logger) (worker.Config, error) {
 
 // collectorFlags are the flags of a collector.
 type collectorFlags struct {
-	targetSE float64
-	json     bool
-	interval time.Duration
-	reset    bool
+	targetSE     float64
+	targetDigits int
+	json         bool
+	interval     time.Duration
+	reset        bool
 }
 
 func (f *collectorFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.targetSE, "target-se", 0, "stop the job when the standard error of π reaches `SE` (default: no target)")
+	fs.IntVar(&f.targetDigits, "target-digits", 0, "stop the job when π has this many correct decimal `digits` at 95 % (half-width ≤ ½·10⁻ᴰ); with --target-se, the stricter wins")
 	fs.BoolVar(&f.json, "json", false, "print the final summary as one JSON object on stdout (progress goes to stderr)")
 	fs.DurationVar(&f.interval, "interval", time.Second, "how often to print the estimate")
 	fs.BoolVar(&f.reset, "reset", false, "delete the job's totals and state first: a new job on an old channel")
+}
+
+// target returns the target SE the flags ask for, 0 for none.
+func (f *collectorFlags) target() (float64, error) {
+	if f.targetDigits < 0 || f.targetDigits > 15 {
+		return 0, fmt.Errorf("--target-digits %d: want 1 to 15", f.targetDigits)
+	}
+	se := f.targetSE
+	if f.targetDigits > 0 {
+		d := collector.TargetSEForDigits(f.targetDigits)
+		if se == 0 || d < se {
+			se = d
+		}
+	}
+	return se, nil
+}
+
+// config returns the collector's Config.
+func (f *collectorFlags) config(c common, log *slog.Logger) (collector.Config, error) {
+	se, err := f.target()
+	return collector.Config{Channel: c.channel, TargetSE: se, Reset: f.reset, Logger: log}, err
 }
 
 func (e *env) workerCmd(ctx context.Context, args []string) error {
@@ -131,7 +154,11 @@ func (e *env) collectorCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer bus.Close()
-	col, err := collector.New(bus, collector.Config{Channel: c.channel, TargetSE: cf.targetSE, Reset: cf.reset, Logger: log})
+	cfg, err := cf.config(c, log)
+	if err != nil {
+		return err
+	}
+	col, err := collector.New(bus, cfg)
 	if err != nil {
 		return err
 	}
@@ -173,7 +200,11 @@ func (e *env) runCmd(ctx context.Context, args []string) error {
 	} else {
 		bus = membus.New()
 	}
-	col, err := collector.New(bus, collector.Config{Channel: c.channel, TargetSE: cf.targetSE, Reset: cf.reset, Logger: log})
+	cfg, err := cf.config(c, log)
+	if err != nil {
+		return err
+	}
+	col, err := collector.New(bus, cfg)
 	if err != nil {
 		return err
 	}
