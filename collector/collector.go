@@ -87,6 +87,7 @@ type Collector struct {
 
 	mu       sync.Mutex // guards the fields below
 	pool     *pool
+	history  history
 	rejected map[wire.Reason]uint64
 	logged   map[string]bool
 	started  time.Time
@@ -217,8 +218,12 @@ func (c *Collector) handle(payload []byte, live bool) {
 	r, err := wire.Decode(payload)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var changed bool
 	if err == nil {
-		_, err = c.pool.add(r, live, c.cfg.Now())
+		changed, err = c.pool.add(r, live, c.cfg.Now())
+	}
+	if changed {
+		c.history.add(c.pool.total, c.cfg.Now())
 	}
 	if err == nil {
 		return
@@ -296,6 +301,21 @@ func presence(now, seen time.Time, batchSeconds float64) string {
 		return "alive"
 	}
 	return "vanished"
+}
+
+// History returns the estimate after each change of the pool, oldest
+// first, thinned to at most MaxHistory points.
+func (c *Collector) History() []Point {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Point(nil), c.history.pts...)
+}
+
+// Tally returns the pooled tally now: the cheap part of Summary.
+func (c *Collector) Tally() mcpi.Tally {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pool.total
 }
 
 // Summary returns the job as the collector sees it now.

@@ -160,3 +160,19 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestHistoryIsBoundedAndMonotone(t *testing.T) {
+	c := newCollector(t, membus.New(), collector.Config{})
+	for seq := uint64(1); seq <= 3*collector.MaxHistory; seq++ {
+		c.Handle(report("w", seq, 100, 78, 100*seq, 78*seq))
+	}
+	h := c.History()
+	if len(h) > collector.MaxHistory || h[len(h)-1].N != 300*collector.MaxHistory {
+		t.Fatalf("%d points, last N %v", len(h), h[len(h)-1].N)
+	}
+	for i := 1; i < len(h); i++ {
+		if h[i].N <= h[i-1].N {
+			t.Fatalf("history goes back at %d: %v then %v", i, h[i-1].N, h[i].N)
+		}
+	}
+}

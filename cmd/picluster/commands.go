@@ -65,6 +65,8 @@ type collectorFlags struct {
 	json         bool
 	interval     time.Duration
 	reset        bool
+	plot         string
+	plotEvery    time.Duration
 }
 
 func (f *collectorFlags) register(fs *flag.FlagSet) {
@@ -73,6 +75,8 @@ func (f *collectorFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.json, "json", false, "print the final summary as one JSON object on stdout (progress goes to stderr)")
 	fs.DurationVar(&f.interval, "interval", time.Second, "how often to print the estimate")
 	fs.BoolVar(&f.reset, "reset", false, "delete the job's totals and state first: a new job on an old channel")
+	fs.StringVar(&f.plot, "plot", "", "write the convergence to this PNG `file` at exit")
+	fs.DurationVar(&f.plotEvery, "plot-every", 0, "with --plot, also rewrite the PNG this often while running")
 }
 
 // target returns the target SE the flags ask for, 0 for none.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	stdpng "image/png"
 	"math"
 	"os"
 	"os/exec"
@@ -237,10 +238,19 @@ func TestRunStopsAtTarget(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	p := start(t, "run", "--target-se", "2e-4", "--json", "--batch", "1000000")
+	png := filepath.Join(t.TempDir(), "p.png")
+	p := start(t, "run", "--target-se", "5e-5", "--json", "--plot", png, "--batch", "20000000")
 	p.wait(t, 60*time.Second)
-	if s := p.summary(t); s.StoppedBy != "target" || float64(s.StdErr) > 2e-4 {
-		t.Errorf("stopped by %q with SE %v, want target and ≤ 2e-4", s.StoppedBy, s.StdErr)
+	if s := p.summary(t); s.StoppedBy != "target" || float64(s.StdErr) > 5e-5 {
+		t.Errorf("stopped by %q with SE %v, want target and ≤ 5e-5", s.StoppedBy, s.StdErr)
+	}
+	f, err := os.Open(png)
+	if err != nil {
+		t.Fatalf("no plot: %v", err)
+	}
+	defer f.Close()
+	if img, err := stdpng.Decode(f); err != nil || img.Bounds().Dx() < 500 {
+		t.Errorf("plot is not a readable PNG: %v", err)
 	}
 }
 

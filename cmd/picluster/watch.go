@@ -12,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/internal/chart"
 )
 
 // errDuration is the cause of a context that ended at --duration.
@@ -37,12 +38,22 @@ func (e *env) watch(ctx context.Context, col *collector.Collector, f collectorFl
 	go func() { done <- collect() }()
 	tick := time.NewTicker(f.interval)
 	defer tick.Stop()
+	var replot <-chan time.Time
+	if f.plot != "" && f.plotEvery > 0 {
+		t := time.NewTicker(f.plotEvery)
+		defer t.Stop()
+		replot = t.C
+	}
 	var err error
 loop:
 	for {
 		select {
 		case err = <-done:
 			break loop
+		case <-replot:
+			if perr := chart.WritePNG(f.plot, "π by picluster, job "+col.Summary().Channel, col.History()); perr != nil {
+				fmt.Fprintln(e.stderr, "picluster:", perr)
+			}
 		case <-tick.C:
 			if redraw {
 				fmt.Fprint(progress, "\r\033[K")
@@ -56,6 +67,11 @@ loop:
 		fmt.Fprint(progress, "\r\033[K")
 	}
 	s := col.Summary()
+	if f.plot != "" {
+		if perr := chart.WritePNG(f.plot, "π by picluster, job "+s.Channel, col.History()); perr != nil {
+			fmt.Fprintln(e.stderr, "picluster:", perr)
+		}
+	}
 	switch {
 	case err == nil:
 		s.StoppedBy = "target"
