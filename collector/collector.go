@@ -22,12 +22,13 @@ import (
 type Message struct {
 	Payload    []byte
 	Subscribed bool
+	Presence   bool // a wire.Presence from {channel}:presence, not a report
 }
 
 // Bus is what a collector needs from the job's transport. internal/redisbus
 // and internal/membus implement it.
 type Bus interface {
-	// Subscribe delivers the job's reports until ctx is done, then closes
+	// Subscribe delivers the job's reports and presence messages until ctx is done, then closes
 	// the channel. It reconnects by itself, and sends a Subscribed message
 	// first and after every reconnect.
 	Subscribe(ctx context.Context) <-chan Message
@@ -148,11 +149,14 @@ func (c *Collector) run(ctx context.Context) error {
 			if !ok {
 				return ctx.Err()
 			}
-			if m.Subscribed {
+			switch {
+			case m.Subscribed:
 				if err := c.rebuild(ctx); err != nil {
 					return err
 				}
-			} else {
+			case m.Presence:
+				c.HandlePresence(m.Payload)
+			default:
 				c.Handle(m.Payload)
 			}
 			if c.targetReached() {
@@ -244,6 +248,23 @@ func (c *Collector) handle(payload []byte, live bool) {
 	}
 }
 
+// HandlePresence records a worker's heartbeat or goodbye. Malformed ones are
+// counted with the rejected reports.
+func (c *Collector) HandlePresence(payload []byte) {
+	p, err := wire.DecodePresence(payload)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		var e *wire.Error
+		if errors.As(err, &e) {
+			c.rejected[e.Reason]++
+		}
+		return
+	}
+	c.pool.seen[p.Worker] = c.cfg.Now()
+	c.pool.left[p.Worker] = p.Status == wire.Left
+}
+
 func (c *Collector) targetReached() bool {
 	if c.cfg.TargetSE <= 0 {
 		return false
@@ -293,12 +314,16 @@ func (c *Collector) retry(ctx context.Context, what string, f func() error) erro
 	}
 }
 
-// presence tells whether a worker last seen at seen is still there: alive
-// while its next report is due, with room for a slow batch.
-func presence(now, seen time.Time, batchSeconds float64) string {
-	due := max(10*time.Second, time.Duration(3*batchSeconds*float64(time.Second)))
+// presence tells whether a worker last seen at seen is still there: left if
+// it said so, alive while its next heartbeat or report is due (three
+// heartbeat intervals, or three batches if longer), vanished after that.
+func presence(now, seen time.Time, batchSeconds float64, left bool) string {
+	if left {
+		return wire.Left
+	}
+	due := max(3*wire.HeartbeatInterval, time.Duration(3*batchSeconds*float64(time.Second)))
 	if now.Sub(seen) <= due {
-		return "alive"
+		return wire.Alive
 	}
 	return "vanished"
 }
@@ -340,7 +365,7 @@ func (c *Collector) Summary() Summary {
 	s.WorkerTable = make([]WorkerStats, 0, len(c.pool.workers))
 	for id, r := range c.pool.workers {
 		w := WorkerStats{ID: id, N: r.TotalN, Hits: r.TotalHits, Seq: r.Seq, Kernel: r.Kernel,
-			LastSeen: c.pool.seen[id], Status: presence(now, c.pool.seen[id], r.Seconds),
+			LastSeen: c.pool.seen[id], Status: presence(now, c.pool.seen[id], r.Seconds, c.pool.left[id]),
 			tally: mcpi.TallyOf(r.TotalN, r.TotalHits)}
 		if r.Seconds > 0 {
 			w.SamplesPerS = float64(r.N) / r.Seconds

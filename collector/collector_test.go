@@ -176,3 +176,33 @@ func TestHistoryIsBoundedAndMonotone(t *testing.T) {
 		}
 	}
 }
+
+func TestPresence(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	c, err := collector.New(membus.New(), collector.Config{Logger: quiet, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	presence := func(w, status string) []byte {
+		return wire.EncodePresence(wire.Presence{Worker: w, Status: status, At: now})
+	}
+	c.Handle(report("stays", 1, 100, 78, 100, 78))
+	c.Handle(report("leaves", 1, 100, 78, 100, 78))
+	c.Handle(report("vanishes", 1, 100, 78, 100, 78))
+	now = now.Add(5 * time.Second)
+	c.HandlePresence(presence("stays", wire.Alive))
+	c.HandlePresence(presence("leaves", wire.Left))
+	c.HandlePresence([]byte(`{"worker": "x", "status": "sleeping"}`))
+	now = now.Add(4 * time.Second) // "vanishes" last spoke 9 s ago: more than 3 heartbeats
+	got := map[string]string{}
+	for _, w := range c.Summary().WorkerTable {
+		got[w.ID] = w.Status
+	}
+	want := map[string]string{"stays": "alive", "leaves": "left", "vanishes": "vanished"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("statuses %v, want %v", got, want)
+	}
+	if s := c.Summary(); s.Rejected != 1 {
+		t.Errorf("a bad presence message: rejected %d, want 1", s.Rejected)
+	}
+}

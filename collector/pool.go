@@ -12,7 +12,8 @@ import (
 type pool struct {
 	total       mcpi.Tally
 	workers     map[string]wire.Report
-	seen        map[string]time.Time // when each worker's latest report arrived
+	seen        map[string]time.Time // when each worker last reported or sent a heartbeat
+	left        map[string]bool      // whether its last word was goodbye
 	disp        dispersion           // the scatter of the accepted chunks
 	batches     uint64               // Σ seq over workers + anonymous batches
 	anonBatches uint64
@@ -20,7 +21,7 @@ type pool struct {
 }
 
 func newPool() *pool {
-	return &pool{workers: make(map[string]wire.Report), seen: make(map[string]time.Time)}
+	return &pool{workers: make(map[string]wire.Report), seen: make(map[string]time.Time), left: make(map[string]bool)}
 }
 
 // add applies r and returns a *wire.Error if it contradicts what the pool
@@ -58,7 +59,12 @@ func (p *pool) add(r wire.Report, live bool, now time.Time) (changed bool, err e
 	p.disp.add(r.TotalN-prev.TotalN, r.TotalHits-prev.TotalHits)
 	p.batches += r.Seq - prev.Seq
 	p.workers[r.Worker] = r
-	p.seen[r.Worker] = now
+	if live {
+		p.seen[r.Worker] = now
+		p.left[r.Worker] = false
+	} else if _, ok := p.seen[r.Worker]; !ok {
+		p.seen[r.Worker] = time.Time{} // rebuilt from the bus: not seen yet
+	}
 	return true, nil
 }
 

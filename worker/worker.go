@@ -25,6 +25,8 @@ type Bus interface {
 	Latest(ctx context.Context, worker string) ([]byte, error)
 	// State returns the job state, nil if none has been written.
 	State(ctx context.Context) ([]byte, error)
+	// Heartbeat publishes a presence message (wire.Presence) of worker.
+	Heartbeat(ctx context.Context, worker string, msg []byte) error
 	// Control returns the messages published on the job's control channel
 	// until ctx is done, then closes the channel. It reconnects by itself.
 	Control(ctx context.Context) <-chan []byte
@@ -233,11 +235,17 @@ func (w *Worker) publish(ctx context.Context, box *mailbox, stop context.CancelC
 	ctrlCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	control := w.bus.Control(ctrlCtx)
+	heartbeat := time.NewTicker(wire.HeartbeatInterval)
+	defer heartbeat.Stop()
+	defer w.presence(ctx, wire.Left) // after the last report: a clean goodbye
 	var bo backoff.Backoff
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-heartbeat.C:
+			w.presence(ctx, wire.Alive)
+			continue
 		case _, ok := <-control:
 			if !ok {
 				control = nil
@@ -250,6 +258,7 @@ func (w *Worker) publish(ctx context.Context, box *mailbox, stop context.CancelC
 		for r != nil {
 			err := w.bus.Publish(ctx, w.cfg.ID, wire.Encode(*r))
 			if err == nil {
+				heartbeat.Reset(wire.HeartbeatInterval) // a report says alive too
 				if bo.Failures() > 0 {
 					log.Info("bus is back; reports go through again", "seq", r.Seq)
 				}
@@ -272,6 +281,11 @@ func (w *Worker) publish(ctx context.Context, box *mailbox, stop context.CancelC
 		}
 		w.checkState(ctx, stop)
 	}
+}
+
+// presence publishes the worker's status; a lost heartbeat is harmless.
+func (w *Worker) presence(ctx context.Context, status string) {
+	_ = w.bus.Heartbeat(ctx, w.cfg.ID, wire.EncodePresence(wire.Presence{Worker: w.cfg.ID, Status: status, At: time.Now()}))
 }
 
 func (w *Worker) checkState(ctx context.Context, stop context.CancelCauseFunc) {

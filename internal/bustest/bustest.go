@@ -32,6 +32,35 @@ func Run(t *testing.T, open Open) {
 	t.Run("Reset", func(t *testing.T) { testReset(t, open) })
 	t.Run("JobsAreIsolated", func(t *testing.T) { testIsolation(t, open) })
 	t.Run("SubscribeEndsWithContext", func(t *testing.T) { testSubscribeEnds(t, open) })
+	t.Run("HeartbeatsArePresence", func(t *testing.T) { testHeartbeat(t, open) })
+}
+
+func testHeartbeat(t *testing.T, open Open) {
+	bus := open(t, "job")
+	ctx := t.Context()
+	msgs := bus.Subscribe(ctx)
+	Subscribed(t, msgs)
+	if err := bus.Heartbeat(ctx, "w", []byte("hb")); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Publish(ctx, "w", []byte("report")); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for range 2 {
+		select {
+		case m := <-msgs:
+			got[string(m.Payload)] = m.Presence
+		case <-time.After(Timeout):
+			t.Fatal("no message within", Timeout)
+		}
+	}
+	if p, ok := got["hb"]; !ok || !p || got["report"] {
+		t.Fatalf("presence flags %v; want the heartbeat marked presence and the report not", got)
+	}
+	if b, _ := bus.Latest(ctx, "w"); string(b) != "report" {
+		t.Fatalf("a heartbeat changed the latest report: %q", b)
+	}
 }
 
 // Timeout bounds every wait of the suite; a correct bus answers in milliseconds.

@@ -77,6 +77,19 @@ func (b *Bus) Publish(_ context.Context, worker string, report []byte) error {
 	return nil
 }
 
+// Heartbeat delivers a presence message to the report subscribers.
+func (b *Bus) Heartbeat(_ context.Context, _ string, msg []byte) error {
+	msg = slices.Clone(msg)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for s := range b.reports {
+		if s.lost || !s.send(collector.Message{Payload: msg, Presence: true}) {
+			s.lost = true
+		}
+	}
+	return nil
+}
+
 // PublishRaw delivers payload to the report subscribers without recording
 // it, as a seed-style Python worker does with a bare PUBLISH.
 func (b *Bus) PublishRaw(payload []byte) {

@@ -42,12 +42,13 @@ const DefaultChannel = "pi_collector"
 
 // Bus is one job on one Redis server.
 type Bus struct {
-	rdb     *redis.Client
-	channel string
-	totals  string
-	state   string
-	control string
-	log     *slog.Logger
+	rdb      *redis.Client
+	channel  string
+	totals   string
+	state    string
+	control  string
+	presence string
+	log      *slog.Logger
 }
 
 // ValidChannel reports whether channel can name a job: not empty, at most
@@ -80,7 +81,7 @@ func Open(url, channel string, log *slog.Logger) (*Bus, error) {
 	}
 	tag := "{" + channel + "}:"
 	return &Bus{rdb: redis.NewClient(opt), channel: channel,
-		totals: tag + "totals", state: tag + "state", control: tag + "control", log: log}, nil
+		totals: tag + "totals", state: tag + "state", control: tag + "control", presence: tag + "presence", log: log}, nil
 }
 
 // Close closes the connections.
@@ -99,6 +100,14 @@ func (b *Bus) Publish(ctx context.Context, worker string, report []byte) error {
 	})
 	if err != nil {
 		return fmt.Errorf("publish to %s: %w", b.channel, err)
+	}
+	return nil
+}
+
+// Heartbeat publishes a presence message on {channel}:presence.
+func (b *Bus) Heartbeat(ctx context.Context, _ string, msg []byte) error {
+	if err := b.rdb.Publish(ctx, b.presence, msg).Err(); err != nil {
+		return fmt.Errorf("publish to %s: %w", b.presence, err)
 	}
 	return nil
 }
@@ -162,12 +171,12 @@ func (b *Bus) Reset(ctx context.Context) error {
 	return nil
 }
 
-// Subscribe delivers the job's reports until ctx is done.
+// Subscribe delivers the job's reports and presence messages until ctx is done.
 func (b *Bus) Subscribe(ctx context.Context) <-chan collector.Message {
 	out := make(chan collector.Message, 1024)
 	go func() {
 		defer close(out)
-		b.listen(ctx, b.channel, func(m collector.Message) bool {
+		b.listen(ctx, []string{b.channel, b.presence}, func(m collector.Message) bool {
 			select {
 			case out <- m:
 				return true
@@ -184,7 +193,7 @@ func (b *Bus) Control(ctx context.Context) <-chan []byte {
 	out := make(chan []byte, 16)
 	go func() {
 		defer close(out)
-		b.listen(ctx, b.control, func(m collector.Message) bool {
+		b.listen(ctx, []string{b.control}, func(m collector.Message) bool {
 			if m.Subscribed { // a reconnect may have missed a stop: have the worker look
 				m.Payload = []byte{}
 			}
@@ -202,12 +211,14 @@ func (b *Bus) Control(ctx context.Context) <-chan []byte {
 // idle is how long a subscription may be silent before it is pinged.
 const idle = 5 * time.Second
 
-// listen subscribes to channel and hands every message to deliver until ctx
-// is done or deliver returns false. A (re)subscription is delivered as a
-// Subscribed message. Errors are retried with backoff: go-redis reconnects
-// and resubscribes on the next receive.
-func (b *Bus) listen(ctx context.Context, channel string, deliver func(collector.Message) bool) {
-	ps := b.rdb.Subscribe(ctx, channel)
+// listen subscribes to channels and hands every message to deliver until
+// ctx is done or deliver returns false. A (re)subscription to the first
+// channel is delivered as a Subscribed message; messages on the others are
+// marked Presence. Errors are retried with backoff: go-redis reconnects and
+// resubscribes on the next receive.
+func (b *Bus) listen(ctx context.Context, channels []string, deliver func(collector.Message) bool) {
+	channel := channels[0]
+	ps := b.rdb.Subscribe(ctx, channels...)
 	defer ps.Close()
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() }) // unblocks a pending receive
 	defer stop()
@@ -233,7 +244,7 @@ func (b *Bus) listen(ctx context.Context, channel string, deliver func(collector
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
+			if m.Kind == "subscribe" && m.Channel == channel {
 				if bo.Failures() > 0 {
 					b.log.Info("subscription restored", "channel", channel)
 				}
@@ -243,7 +254,7 @@ func (b *Bus) listen(ctx context.Context, channel string, deliver func(collector
 				}
 			}
 		case *redis.Message:
-			if !deliver(collector.Message{Payload: []byte(m.Payload)}) {
+			if !deliver(collector.Message{Payload: []byte(m.Payload), Presence: m.Channel != channel}) {
 				return
 			}
 		}
