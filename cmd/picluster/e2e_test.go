@@ -276,3 +276,33 @@ func TestUsageErrors(t *testing.T) {
 		t.Errorf("worker -h: %v\n%s", err, out.String())
 	}
 }
+
+// TestTargetStopsTheClusterOverRedis: a collector with a target and two
+// workers with no limit of their own all exit by themselves once the target
+// is reached; a worker started after that leaves at once.
+func TestTargetStopsTheClusterOverRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	srv := redistest.Start(t)
+	col := start(t, "collector", "--redis", srv.URL(), "--json", "--target-se", "2e-5")
+	col.waitOutput(t, "rebuilt the job from the bus", 20*time.Second)
+	w1 := start(t, "worker", "--redis", srv.URL(), "--threads", "1", "--batch-time", "200ms")
+	w2 := start(t, "worker", "--redis", srv.URL(), "--threads", "1", "--batch-time", "200ms")
+	col.wait(t, 120*time.Second)
+	if s := col.summary(t); s.StoppedBy != "target" || float64(s.StdErr) > 2e-5 {
+		t.Errorf("collector: stopped by %q with SE %v", s.StoppedBy, s.StdErr)
+	}
+	w1.wait(t, 20*time.Second)
+	w2.wait(t, 20*time.Second)
+	for _, w := range []*proc{w1, w2} {
+		if !strings.Contains(w.stderr.String(), "reason=\"job done\"") {
+			t.Errorf("worker did not stop for the job: %s", w.stderr)
+		}
+	}
+	late := start(t, "worker", "--redis", srv.URL(), "--threads", "1")
+	late.wait(t, 10*time.Second)
+	if !strings.Contains(late.stderr.String(), "already done") {
+		t.Errorf("late worker: %s", late.stderr)
+	}
+}
