@@ -26,6 +26,8 @@ func TestLongSoundness(t *testing.T) {
 	var groupHits [Groups]uint64
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	var batchZ2 float64 // Σ z² of the batches: lanes of one batch must not move together
+	var prevHits uint64
 	for seq := uint64(1); seq <= batches; seq++ {
 		b := Batch{Key: Key{Seed: 0x5eed, Worker: "long", Seq: seq}, N: n}
 		next := make(chan int, Groups)
@@ -44,7 +46,16 @@ func TestLongSoundness(t *testing.T) {
 			})
 		}
 		wg.Wait()
+		var h uint64
+		for g := range Groups {
+			h += groupHits[g]
+		}
+		this := TallyOf(n, h-prevHits)
+		prevHits = h
+		z := (this.Pi() - math.Pi) / this.StdErr()
+		batchZ2 += z * z
 	}
+	t.Logf("variance of the %d batches' z: %.2f (χ² p = %.3f)", batches, batchZ2/batches, distuv.ChiSquared{K: batches}.Survival(batchZ2))
 	var hits uint64
 	for _, h := range groupHits {
 		hits += h

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 )
 
 const usage = `picluster estimates π by Monte Carlo on every core of as many machines as
@@ -41,7 +43,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stderr, usage)
 		return errUsage
 	}
-	env := &env{getenv: getenv, stdout: stdout, stderr: stderr}
+	env := &env{getenv: getenv, stdout: stdout, stderr: stderr, logs: &heldWriter{w: stderr}}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "run":
@@ -67,6 +69,39 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 type env struct {
 	getenv         func(string) string
 	stdout, stderr io.Writer
+	logs           *heldWriter // the logger's stderr, held while the live view owns the terminal
+}
+
+// heldWriter writes through to w, or into a buffer while held.
+type heldWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	held *bytes.Buffer
+}
+
+func (h *heldWriter) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held != nil {
+		return h.held.Write(p)
+	}
+	return h.w.Write(p)
+}
+
+// hold buffers writes until release, which writes them out.
+func (h *heldWriter) hold() {
+	h.mu.Lock()
+	h.held = new(bytes.Buffer)
+	h.mu.Unlock()
+}
+
+func (h *heldWriter) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held != nil {
+		_, _ = h.w.Write(h.held.Bytes())
+		h.held = nil
+	}
 }
 
 // parse parses args into fs, printing the help and errors itself.
@@ -122,7 +157,7 @@ func (e *env) logger(c common) *slog.Logger {
 	if c.verbose {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: level}))
 }
 
 // redactURL hides a password in a Redis URL for logs.

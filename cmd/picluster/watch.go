@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/term"
 
 	"github.com/picluster/picluster/collector"
 	"github.com/picluster/picluster/internal/chart"
+	"github.com/picluster/picluster/internal/tui"
 )
 
 // errDuration is the cause of a context that ended at --duration.
@@ -26,17 +28,45 @@ func withDuration(ctx context.Context, d time.Duration) (context.Context, contex
 }
 
 // watch runs collect (which returns nil at the target and ctx's error when
-// cancelled), prints a progress line every interval meanwhile, and the final
-// summary at the end: JSON on stdout with --json, a line otherwise.
+// cancelled) and shows the estimate meanwhile, then the final summary: JSON
+// on stdout with --json, a line otherwise. On a terminal without --json it
+// draws the live view (internal/tui) in the alternate screen, at most 4
+// frames a second: each frame is one write (home, the lines each ending in
+// clear-to-end-of-line, clear-below), so nothing flickers, and the size is
+// read every frame, so a resize is harmless. Otherwise it prints a line every
+// --interval, rewritten in place on a terminal.
 func (e *env) watch(ctx context.Context, col *collector.Collector, f collectorFlags, collect func() error) error {
 	progress := e.stdout
 	if f.json {
 		progress = e.stderr // stdout carries only the JSON
 	}
-	redraw := isTerminal(progress) // one line rewritten in place, not a scroll
+	every, draw := f.interval, func() { printLine(progress, col.Summary()) }
+	var restore string
+	switch {
+	case !f.json && isTerminal(e.stdout):
+		fd := int(e.stdout.(*os.File).Fd())
+		every, draw = frameInterval, func() {
+			w, h, err := term.GetSize(fd)
+			if err != nil {
+				w, h = 80, 24
+			}
+			lines := tui.Render(col.Summary(), col.History(), w, h)
+			fmt.Fprint(e.stdout, "\x1b[H"+strings.Join(lines, "\x1b[K\r\n")+"\x1b[K\x1b[J")
+		}
+		e.logs.hold()                                // logs would scribble on the view
+		fmt.Fprint(e.stdout, "\x1b[?1049h\x1b[?25l") // alternate screen, no cursor
+		restore = "\x1b[?25h\x1b[?1049l"
+	case isTerminal(progress):
+		draw = func() {
+			fmt.Fprint(progress, "\r\033[K")
+			printLine(noNewline{progress}, col.Summary())
+		}
+		restore = "\r\033[K"
+	}
+
 	done := make(chan error, 1)
 	go func() { done <- collect() }()
-	tick := time.NewTicker(f.interval)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var replot <-chan time.Time
 	if f.plot != "" && f.plotEvery > 0 {
@@ -52,20 +82,23 @@ loop:
 			break loop
 		case <-replot:
 			if perr := chart.WritePNG(f.plot, "π by picluster, job "+col.Summary().Channel, col.History()); perr != nil {
-				fmt.Fprintln(e.stderr, "picluster:", perr)
+				fmt.Fprintln(e.logs, "picluster:", perr)
 			}
 		case <-tick.C:
-			if redraw {
-				fmt.Fprint(progress, "\r\033[K")
-				printLine(noNewline{progress}, col.Summary())
-			} else {
-				printLine(progress, col.Summary())
-			}
+			draw()
 		}
 	}
-	if redraw {
-		fmt.Fprint(progress, "\r\033[K")
-	}
+	fmt.Fprint(progress, restore)
+	e.logs.release()
+	return e.final(ctx, col, f, err)
+}
+
+// frameInterval is the live view's redraw period: at most 4 frames a second.
+const frameInterval = 250 * time.Millisecond
+
+// final writes the plot and prints the summary, and turns collect's error
+// into the reason the collector stopped.
+func (e *env) final(ctx context.Context, col *collector.Collector, f collectorFlags, err error) error {
 	s := col.Summary()
 	if f.plot != "" {
 		if perr := chart.WritePNG(f.plot, "π by picluster, job "+s.Channel, col.History()); perr != nil {
