@@ -226,6 +226,9 @@ func (c *Collector) handle(payload []byte, live bool) {
 	if err == nil {
 		changed, err = c.pool.add(r, live, c.cfg.Now())
 	}
+	if err == nil && live {
+		c.pool.accepted++
+	}
 	if changed {
 		c.history.add(c.pool.total, c.cfg.Now())
 	}
@@ -355,7 +358,7 @@ func (c *Collector) Summary() Summary {
 		Pi: Float(t.Pi()), StdErr: Float(t.StdErr()), CI95: [2]Float{Float(lo), Float(hi)},
 		Workers: len(c.pool.workers), Batches: c.pool.batches, Anonymous: c.pool.anonBatches,
 		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: c.pool.duplicates,
-		Seconds: secs, StoppedBy: c.stopped, TargetSE: c.cfg.TargetSE,
+		Seconds: secs, StoppedBy: c.stopped, TargetSE: c.cfg.TargetSE, Accepted: c.pool.accepted,
 	}
 	for r, n := range c.rejected {
 		s.Rejected += n

@@ -18,6 +18,7 @@ type pool struct {
 	batches     uint64               // Σ seq over workers + anonymous batches
 	anonBatches uint64
 	duplicates  uint64
+	accepted    uint64 // valid reports received live, duplicates included
 }
 
 func newPool() *pool {

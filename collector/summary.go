@@ -19,6 +19,7 @@ type Summary struct {
 	Workers     int               `json:"workers"`
 	Batches     uint64            `json:"batches"`
 	Anonymous   uint64            `json:"anonymous_batches"`
+	Accepted    uint64            `json:"accepted"` // valid reports received, duplicates included
 	Rejected    uint64            `json:"rejected"`
 	RejectedBy  map[string]uint64 `json:"rejected_by"`
 	Duplicates  uint64            `json:"duplicates"`

@@ -67,6 +67,7 @@ type collectorFlags struct {
 	reset        bool
 	plot         string
 	plotEvery    time.Duration
+	http         string
 }
 
 func (f *collectorFlags) register(fs *flag.FlagSet) {
@@ -77,6 +78,7 @@ func (f *collectorFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.reset, "reset", false, "delete the job's totals and state first: a new job on an old channel")
 	fs.StringVar(&f.plot, "plot", "", "write the convergence to this PNG `file` at exit")
 	fs.DurationVar(&f.plotEvery, "plot-every", 0, "with --plot, also rewrite the PNG this often while running")
+	fs.StringVar(&f.http, "http", "", "serve the dashboard, /api/state, /api/events, /metrics and /healthz on `addr` ([host]:port; no host means 127.0.0.1)")
 }
 
 // target returns the target SE the flags ask for, 0 for none.

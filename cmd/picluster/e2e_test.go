@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	stdpng "image/png"
+	"io"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -305,4 +308,59 @@ func TestTargetStopsTheClusterOverRedis(t *testing.T) {
 	if !strings.Contains(late.stderr.String(), "already done") {
 		t.Errorf("late worker: %s", late.stderr)
 	}
+}
+
+// TestRunServesHTTP: picluster run --http on an ephemeral port serves every
+// endpoint, bound to loopback, while it runs.
+func TestRunServesHTTP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	p := start(t, "run", "--http", "127.0.0.1:0", "--duration", "4s", "--json")
+	p.waitOutput(t, "dashboard on http://", 20*time.Second)
+	out := p.stderr.String()
+	addr := strings.Fields(out[strings.Index(out, "dashboard on http://")+len("dashboard on http://"):])[0]
+	addr = strings.TrimSuffix(addr, "/")
+	if !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("bound %s, want loopback", addr)
+	}
+	base := "http://" + addr
+	time.Sleep(1500 * time.Millisecond) // a few reports in
+	for _, tt := range []struct{ path, want string }{
+		{"/healthz", "ok"},
+		{"/api/state", `"pi":3.14`},
+		{"/metrics", "picluster_pi_estimate 3.14"},
+		{"/", "<title>picluster</title>"},
+	} {
+		resp, err := http.Get(base + tt.path)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), tt.want) {
+			t.Errorf("%s: %d, body lacks %q: %.200s", tt.path, resp.StatusCode, tt.want, b)
+		}
+	}
+	resp, err := http.Get(base + "/api/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	last, events := time.Now(), 0
+	for events < 4 && sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data: ") {
+			if gap := time.Since(last); gap > time.Second {
+				t.Errorf("%v between events, want at most 1s", gap)
+			}
+			last = time.Now()
+			events++
+		}
+	}
+	if events < 4 {
+		t.Fatalf("%d events", events)
+	}
+	p.wait(t, 30*time.Second)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/picluster/picluster/collector"
 	"github.com/picluster/picluster/internal/chart"
 	"github.com/picluster/picluster/internal/tui"
+	"github.com/picluster/picluster/internal/web"
 )
 
 // errDuration is the cause of a context that ended at --duration.
@@ -36,6 +38,17 @@ func withDuration(ctx context.Context, d time.Duration) (context.Context, contex
 // read every frame, so a resize is harmless. Otherwise it prints a line every
 // --interval, rewritten in place on a terminal.
 func (e *env) watch(ctx context.Context, col *collector.Collector, f collectorFlags, collect func() error) error {
+	if f.http != "" {
+		l, err := web.Listen(f.http)
+		if err != nil {
+			return err
+		}
+		srvCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		served := make(chan error, 1)
+		go func() { served <- web.Serve(srvCtx, l, web.Handler(col, slog.New(slog.NewTextHandler(e.logs, nil)))) }()
+		defer func() { stop(); <-served }() // the server ends with the command
+		fmt.Fprintf(e.logs, "dashboard on http://%s/\n", l.Addr())
+	}
 	progress := e.stdout
 	if f.json {
 		progress = e.stderr // stdout carries only the JSON

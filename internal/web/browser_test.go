@@ -1,0 +1,151 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/picluster/picluster/collector"
+)
+
+// chromium returns the path of a Chromium, or skips the test (fails under CI).
+func chromium(t *testing.T) string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("no chromium, and CI is set: the browser test must run (apt-get install chromium)")
+	}
+	t.Skip("no chromium: skipping the browser test (apt-get install chromium)")
+	return ""
+}
+
+// artifacts returns the folder for test artifacts: $PICLUSTER_ARTIFACTS, or
+// a folder in the system's temporary directory.
+func artifacts(t *testing.T) string {
+	dir := os.Getenv("PICLUSTER_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "picluster-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestDashboardInChromium loads the dashboard in a real headless Chromium:
+// no console error, the charts receive points, the numbers on the page are
+// those of /api/state, and a screenshot is saved as a test artifact.
+func TestDashboardInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test")
+	}
+	exe := chromium(t)
+	c := job(t)
+	srv := httptest.NewServer(Handler(c, quiet))
+	defer srv.Close()
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1000))
+	actx, cancel := chromedp.NewExecAllocator(t.Context(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+
+	var mu sync.Mutex
+	var problems []string
+	listen := func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeWarning {
+				var args []string
+				for _, a := range ev.Args {
+					args = append(args, string(a.Value)+a.Description)
+				}
+				problems = append(problems, fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(args, " ")))
+			}
+		case *runtime.EventExceptionThrown:
+			problems = append(problems, fmt.Sprintf("exception: %s at %s:%d", ev.ExceptionDetails.Text, ev.ExceptionDetails.URL, ev.ExceptionDetails.LineNumber))
+		case *log.EventEntryAdded:
+			if ev.Entry.Level == log.EntryLevelError {
+				problems = append(problems, "log: "+ev.Entry.Text+" "+ev.Entry.URL)
+			}
+		}
+	}
+	if err := chromedp.Listen(ctx, listen); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(srv.URL+"/"),
+		chromedp.Poll[chromedp.Void](`window.picluster && window.picluster.points() > 0 && document.getElementById("n").dataset.value`,
+			chromedp.WithPollingTimeout(30*time.Second)),
+		chromedp.Sleep(600*time.Millisecond), // a couple more events, and the charts drawn
+	)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	points, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.picluster.points()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := chromedp.Run(ctx, chromedp.AttributeValue("#n", "data-value"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pi, err := chromedp.Run(ctx, chromedp.AttributeValue("#pi", "data-value"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rejected, err := chromedp.Run(ctx, chromedp.Text("#rejected"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 gives a PNG
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(artifacts(t), "dashboard.png")
+	if err := os.WriteFile(path, shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+
+	_, body := get(t, srv.URL+"/api/state")
+	var s collector.Summary
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatal(err)
+	}
+	if n.Value != s.N.String() || pi.Value != fmt.Sprint(float64(s.Pi)) || rejected != fmt.Sprint(s.Rejected) {
+		t.Errorf("page shows n %s, π %s, rejected %s; /api/state has %s, %v, %d", n.Value, pi.Value, rejected, s.N, float64(s.Pi), s.Rejected)
+	}
+	if points != len(c.History()) {
+		t.Errorf("the charts hold %d points, the history has %d", points, len(c.History()))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(problems) > 0 {
+		t.Errorf("the page reported problems:\n%s", strings.Join(problems, "\n"))
+	}
+}

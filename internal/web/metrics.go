@@ -1,0 +1,56 @@
+package web
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics exposes the collector's Summary to Prometheus, read once per scrape.
+type metrics struct{ src Source }
+
+var (
+	samplesDesc = prometheus.NewDesc("picluster_samples_total", "Samples pooled into the estimate.", nil, nil)
+	hitsDesc    = prometheus.NewDesc("picluster_hits_total", "Samples inside the quarter circle.", nil, nil)
+	reportsDesc = prometheus.NewDesc("picluster_reports_total", "Reports received, by result and reason.", []string{"result", "reason"}, nil)
+	piDesc      = prometheus.NewDesc("picluster_pi_estimate", "The pooled estimate of π.", nil, nil)
+	seDesc      = prometheus.NewDesc("picluster_pi_stderr", "The standard error of the estimate.", nil, nil)
+	rateDesc    = prometheus.NewDesc("picluster_samples_per_second", "Samples per second pooled since the collector started.", nil, nil)
+	workersDesc = prometheus.NewDesc("picluster_workers", "Workers by presence status.", []string{"status"}, nil)
+	flaggedDesc = prometheus.NewDesc("picluster_workers_flagged", "Workers whose tally is implausible.", nil, nil)
+	wRateDesc   = prometheus.NewDesc("picluster_worker_samples_per_second", "Each worker's sampling rate in its last batch.", []string{"worker"}, nil)
+	wZDesc      = prometheus.NewDesc("picluster_worker_z", "Each worker's z-score against the pooled estimate of the others.", []string{"worker"}, nil)
+)
+
+func (metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{samplesDesc, hitsDesc, reportsDesc, piDesc, seDesc, rateDesc, workersDesc, flaggedDesc, wRateDesc, wZDesc} {
+		ch <- d
+	}
+}
+
+func (m metrics) Collect(ch chan<- prometheus.Metric) {
+	s := m.src.Summary()
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter(samplesDesc, s.N.Float64())
+	counter(hitsDesc, s.Hits.Float64())
+	counter(reportsDesc, float64(s.Accepted), "accepted", "")
+	for reason, n := range s.RejectedBy {
+		counter(reportsDesc, float64(n), "rejected", reason)
+	}
+	gauge(piDesc, float64(s.Pi))
+	gauge(seDesc, float64(s.StdErr))
+	gauge(rateDesc, s.SamplesPerS)
+	status := map[string]float64{"alive": 0, "left": 0, "vanished": 0}
+	for _, w := range s.WorkerTable {
+		status[w.Status]++
+		gauge(wRateDesc, w.SamplesPerS, w.ID)
+		gauge(wZDesc, float64(w.Z), w.ID)
+	}
+	for st, n := range status {
+		gauge(workersDesc, n, st)
+	}
+	gauge(flaggedDesc, float64(len(s.Flagged)))
+}

@@ -1,0 +1,149 @@
+// Package web serves the collector over HTTP: a dashboard page embedded in
+// the binary (working offline, with a vendored uPlot), the live state as
+// JSON and as Server-Sent Events, Prometheus metrics from a registry of its
+// own, and a health check. It only reads: every endpoint is GET or HEAD.
+//
+// Each event stream reads the collector on its own ticker and writes with a
+// deadline, so a slow or stalled client costs only its own connection and
+// never slows the collector. Serve binds loopback unless the address names
+// another host, sets read, write and idle timeouts (the event stream extends
+// its write deadline per event), and shuts down when its context ends.
+package web
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/picluster/picluster/collector"
+)
+
+//go:embed static
+var static embed.FS
+
+// EventInterval is the period of /api/events: at most 4 events a second.
+const EventInterval = 250 * time.Millisecond
+
+// Source is what the server reads: a *collector.Collector.
+type Source interface {
+	Summary() collector.Summary
+	History() []collector.Point
+}
+
+// Handler returns the server's routes for src.
+func Handler(src Source, log *slog.Logger) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics{src: src})
+	files, _ := fs.Sub(static, "static") // the embedded tree always has it
+	mux := http.NewServeMux()
+	mux.Handle("GET /", http.FileServerFS(files))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /api/state", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, src.Summary()) })
+	mux.HandleFunc("GET /api/history", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, src.History()) })
+	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) { events(w, r, src, log) })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// events streams the state as Server-Sent Events until the client goes away.
+// Every event is the whole state, so a browser that reconnects (EventSource
+// does so by itself, after the retry delay we send) resumes with the next
+// event, no reload needed.
+func events(w http.ResponseWriter, r *http.Request, src Source, log *slog.Logger) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	send := func(b []byte) error {
+		if err := rc.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			return err
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	if err := send([]byte("retry: 1000\n\n")); err != nil {
+		return
+	}
+	tick := time.NewTicker(EventInterval)
+	defer tick.Stop()
+	var id uint64
+	for {
+		b, err := json.Marshal(src.Summary())
+		if err != nil {
+			log.Error("encode state for /api/events", "err", err)
+			return
+		}
+		id++
+		if err := send(fmt.Appendf(nil, "id: %d\nevent: state\ndata: %s\n\n", id, b)); err != nil {
+			return // the client is gone, or too slow to take an event in 5 s
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Listen returns a listener on addr, on 127.0.0.1 when addr names no host
+// (":8080"); "0.0.0.0:8080" or a host name binds what it says.
+func Listen(addr string) (net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--http %q: want [host]:port: %w", addr, err)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return nil, fmt.Errorf("--http: %w", err)
+	}
+	return l, nil
+}
+
+// Serve serves h on l until ctx is done, then shuts down, giving open
+// requests a second.
+func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second, // /api/events sets its own deadline per event
+		IdleTimeout:       60 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+	})
+	defer stop()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

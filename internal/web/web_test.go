@@ -1,0 +1,170 @@
+package web
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/internal/membus"
+	"github.com/picluster/picluster/internal/wire"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// job returns a collector holding a finished job of two workers.
+func job(t *testing.T) *collector.Collector {
+	t.Helper()
+	c, err := collector.New(membus.New(), collector.Config{Channel: "test", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tn, th uint64
+	for seq := uint64(1); seq <= 20; seq++ {
+		n, h := uint64(1_000_000), uint64(785_000+seq*37%800)
+		tn, th = tn+n, th+h
+		for _, w := range []string{"a", "b"} {
+			c.Handle(wire.Encode(wire.Report{N: n, Hits: h, Worker: w, Seq: seq, TotalN: tn, TotalHits: th, Seconds: 0.5, Kernel: "go"}))
+		}
+	}
+	c.Handle([]byte("garbage"))
+	return c
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestEndpoints(t *testing.T) {
+	c := job(t)
+	srv := httptest.NewServer(Handler(c, quiet))
+	defer srv.Close()
+	if code, body := get(t, srv.URL+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	code, body := get(t, srv.URL+"/api/state")
+	var s collector.Summary
+	if err := json.Unmarshal([]byte(body), &s); code != 200 || err != nil || s.N != c.Summary().N || len(s.WorkerTable) != 2 {
+		t.Errorf("/api/state: %d %v %.200s", code, err, body)
+	}
+	code, body = get(t, srv.URL+"/metrics")
+	for _, want := range []string{"picluster_pi_estimate 3.1", "picluster_pi_stderr", "picluster_samples_total 4e+07",
+		`picluster_reports_total{reason="not_json",result="rejected"} 1`, `picluster_reports_total{reason="",result="accepted"} 40`,
+		`picluster_workers{status="alive"} 2`, `picluster_worker_samples_per_second{worker="a"} 2e+06`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if code, body := get(t, srv.URL+"/"); code != 200 || !strings.Contains(body, "uPlot.iife.min.js") {
+		t.Errorf("/: %d %.100s", code, body)
+	}
+	if code, _ := get(t, srv.URL+"/vendor/uplot/uPlot.iife.min.js"); code != 200 {
+		t.Errorf("uPlot not served: %d", code)
+	}
+	resp, err := http.Post(srv.URL+"/api/state", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /api/state: %d, want 405: nothing is writable", resp.StatusCode)
+	}
+}
+
+// An event stream sends the state at once and then every EventInterval,
+// and a client that stops reading does not hold back another.
+func TestEvents(t *testing.T) {
+	c := job(t)
+	srv := httptest.NewServer(Handler(c, quiet))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	stalled, err := http.NewRequestWithContext(ctx, "GET", srv.URL+"/api/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(stalled) // never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/api/events", nil)
+	live, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Body.Close()
+	if ct := live.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	sc := bufio.NewScanner(live.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	start, events := time.Now(), 0
+	for events < 5 && sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, "data: ") {
+			var s collector.Summary
+			if err := json.Unmarshal([]byte(line[6:]), &s); err != nil || s.N.IsZero() {
+				t.Fatalf("event %q: %v", line, err)
+			}
+			events++
+		}
+	}
+	if events < 5 {
+		t.Fatalf("%d events, want 5: %v", events, sc.Err())
+	}
+	if d := time.Since(start); d < 4*EventInterval-50*time.Millisecond {
+		t.Errorf("5 events in %v: more than 4 a second", d)
+	}
+}
+
+func TestListenDefaultsToLoopback(t *testing.T) {
+	l, err := Listen(":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if ip := l.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+		t.Errorf("bound %v, want loopback", ip)
+	}
+	if _, err := Listen("nonsense"); err == nil {
+		t.Error("a bad address was accepted")
+	}
+}
+
+func TestServeShutsDownWithItsContext(t *testing.T) {
+	l, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, l, Handler(job(t), quiet)) }()
+	if code, _ := get(t, "http://"+l.Addr().String()+"/healthz"); code != 200 {
+		t.Fatalf("healthz %d", code)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("server did not shut down")
+	}
+}
