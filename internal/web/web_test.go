@@ -63,6 +63,9 @@ func TestEndpoints(t *testing.T) {
 		t.Errorf("/api/state: %d %v %.200s", code, err, body)
 	}
 	code, body = get(t, srv.URL+"/metrics")
+	if code != 200 {
+		t.Errorf("/metrics: %d", code)
+	}
 	for _, want := range []string{"picluster_pi_estimate 3.1", "picluster_pi_stderr", "picluster_samples_total 4e+07",
 		`picluster_reports_total{reason="not_json",result="rejected"} 1`, `picluster_reports_total{reason="",result="accepted"} 40`,
 		`picluster_workers{status="alive"} 2`, `picluster_worker_samples_per_second{worker="a"} 2e+06`} {
