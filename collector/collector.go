@@ -339,13 +339,6 @@ func (c *Collector) History() []Point {
 	return append([]Point(nil), c.history.pts...)
 }
 
-// Tally returns the pooled tally now: the cheap part of Summary.
-func (c *Collector) Tally() mcpi.Tally {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.pool.total
-}
-
 // Summary returns the job as the collector sees it now.
 func (c *Collector) Summary() Summary {
 	c.mu.Lock()

@@ -33,9 +33,6 @@ type Summary struct {
 	WorkerTable []WorkerStats     `json:"worker_table"`
 }
 
-// Tally returns the pooled tally.
-func (s Summary) Tally() mcpi.Tally { return mcpi.Tally{N: s.N, Hits: s.Hits} }
-
 // Float is a float64 that encodes NaN and ±Inf as JSON null: an estimate of
 // nothing is unknown, not an encoding error.
 type Float float64

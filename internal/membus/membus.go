@@ -90,19 +90,6 @@ func (b *Bus) Heartbeat(_ context.Context, _ string, msg []byte) error {
 	return nil
 }
 
-// PublishRaw delivers payload to the report subscribers without recording
-// it, as a seed-style Python worker does with a bare PUBLISH.
-func (b *Bus) PublishRaw(payload []byte) {
-	payload = slices.Clone(payload)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for s := range b.reports {
-		if s.lost || !s.send(collector.Message{Payload: payload}) {
-			s.lost = true
-		}
-	}
-}
-
 // Latest returns the latest report recorded for worker, nil if none.
 func (b *Bus) Latest(_ context.Context, worker string) ([]byte, error) {
 	b.mu.Lock()
