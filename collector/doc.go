@@ -14,6 +14,13 @@
 // reason, and changes nothing. A duplicate or older report is not an error
 // and changes nothing either.
 //
+// Summary also carries the cross-checks of the error bar (the SE implied by
+// the scatter of the accepted chunks of samples, a χ² homogeneity test across
+// workers), a per-worker table with z-scores, presence (alive, left,
+// vanished, from reports and heartbeats) and flags for implausible workers.
+// History keeps the estimate after every change of the pool, thinned to
+// MaxHistory points, for plots and dashboards.
+//
 // When Config.TargetSE is set and the pooled standard error reaches it, Run
 // writes the job state "done", publishes a stop on the control channel and
 // returns nil. Run returns ctx's error when cancelled. Summary may be called

@@ -16,9 +16,15 @@
 // on the control channel it reads the state again, and leaves when the job is
 // done, abandoning the batch in flight.
 //
+// Between reports the publisher sends a heartbeat (wire.Presence "alive") every
+// wire.HeartbeatInterval, and after the last report a goodbye ("left"), so
+// collectors can tell a worker that left from one that vanished.
+//
 // On cancellation (SIGINT, --duration, --max-batches) the batch in flight is
 // abandoned and the last report is flushed, with a grace period of
 // Config.FlushTimeout, before Run returns.
+//
+// Hits is the parallel batch loop itself, shared with the bench harness.
 //
 // Units: samples are counts, rates are samples per second, times are
 // time.Duration. A Worker is used by one Run at a time.
