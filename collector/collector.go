@@ -168,7 +168,7 @@ func (c *Collector) run(ctx context.Context) error {
 
 // prepare resets the job if asked, and marks it running unless it is done.
 func (c *Collector) prepare(ctx context.Context) error {
-	return c.retry(ctx, "prepare the job", func() error {
+	return backoff.Retry(ctx, c.log, "prepare the job", func() error {
 		if c.cfg.Reset {
 			if err := c.bus.Reset(ctx); err != nil {
 				return err
@@ -192,7 +192,7 @@ func (c *Collector) prepare(ctx context.Context) error {
 // rebuild applies the latest report of every worker recorded on the bus.
 func (c *Collector) rebuild(ctx context.Context) error {
 	var totals [][]byte
-	err := c.retry(ctx, "read the job's totals", func() (err error) {
+	err := backoff.Retry(ctx, c.log, "read the job's totals", func() (err error) {
 		totals, err = c.bus.Totals(ctx)
 		return err
 	})
@@ -287,7 +287,7 @@ func (c *Collector) targetReached() bool {
 func (c *Collector) finish(ctx context.Context) error {
 	s := c.Summary()
 	state := wire.EncodeState(wire.State{Status: wire.Done, Reason: "target", Pi: float64(s.Pi), StdErr: float64(s.StdErr), At: c.cfg.Now()})
-	if err := c.retry(ctx, "mark the job done", func() error { return c.bus.SetState(ctx, state) }); err != nil {
+	if err := backoff.Retry(ctx, c.log, "mark the job done", func() error { return c.bus.SetState(ctx, state) }); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -295,26 +295,6 @@ func (c *Collector) finish(ctx context.Context) error {
 	c.mu.Unlock()
 	c.log.Info("target reached; the job is done", "pi", float64(s.Pi), "stderr", float64(s.StdErr), "target_se", c.cfg.TargetSE)
 	return nil
-}
-
-// retry runs f until it succeeds or ctx is done, with backoff between tries.
-func (c *Collector) retry(ctx context.Context, what string, f func() error) error {
-	var bo backoff.Backoff
-	for {
-		err := f()
-		if err == nil {
-			if bo.Failures() > 0 {
-				c.log.Info("bus is back", "did", what)
-			}
-			return nil
-		}
-		if bo.Failures() == 0 {
-			c.log.Warn("bus unavailable; retrying", "doing", what, "err", err)
-		}
-		if bo.Wait(ctx) != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-	}
 }
 
 // presence tells whether a worker last seen at seen is still there: left if

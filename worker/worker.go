@@ -110,19 +110,15 @@ func (w *Worker) Run(ctx context.Context) error {
 // start waits for the bus, leaves if the job is done, and returns the latest
 // report recorded under the worker's id (zero if none), to resume from.
 func (w *Worker) start(ctx context.Context, log *slog.Logger) (wire.Report, error) {
-	var bo backoff.Backoff
-	for {
-		prev, err := w.resume(ctx)
-		if err == nil || errors.Is(err, errJobDone) || errors.As(err, new(*wire.Error)) {
-			return prev, err
+	var prev wire.Report
+	err := backoff.Retry(ctx, log, "read the job state and this worker's totals", func() (err error) {
+		prev, err = w.resume(ctx)
+		if errors.Is(err, errJobDone) || errors.As(err, new(*wire.Error)) {
+			return backoff.Permanent(err)
 		}
-		if bo.Failures() == 0 {
-			log.Warn("waiting for the bus", "err", err)
-		}
-		if bo.Wait(ctx) != nil {
-			return wire.Report{}, fmt.Errorf("waiting for the bus: %w", err)
-		}
-	}
+		return err
+	})
+	return prev, err
 }
 
 func (w *Worker) resume(ctx context.Context) (wire.Report, error) {

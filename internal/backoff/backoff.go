@@ -8,6 +8,9 @@ package backoff
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 )
@@ -61,3 +64,39 @@ func (b *Backoff) Reset() { b.failures = 0 }
 
 // Failures returns the number of consecutive failures so far.
 func (b *Backoff) Failures() int { return b.failures }
+
+// permanent marks an error that retrying cannot fix.
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
+
+// Permanent wraps err so that Retry returns it at once instead of retrying.
+func Permanent(err error) error { return permanent{err} }
+
+// Retry calls f until it succeeds, returns an error wrapped by Permanent, or
+// ctx is done, waiting with a fresh Backoff between tries. It logs the first
+// failure of a run and the recovery after it, not every try. It returns nil,
+// the permanent error (unwrapped), or "what: last error" when ctx ended.
+func Retry(ctx context.Context, log *slog.Logger, what string, f func() error) error {
+	var b Backoff
+	for {
+		err := f()
+		var p permanent
+		switch {
+		case err == nil:
+			if b.Failures() > 0 {
+				log.Info("bus is back", "did", what)
+			}
+			return nil
+		case errors.As(err, &p):
+			return p.err
+		}
+		if b.Failures() == 0 {
+			log.Warn("bus unavailable; retrying", "doing", what, "err", err)
+		}
+		if b.Wait(ctx) != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
+}

@@ -2,6 +2,9 @@ package backoff
 
 import (
 	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -48,6 +51,32 @@ func TestWaitWaits(t *testing.T) {
 		}
 		if d := time.Since(start); d <= 0 || d > time.Second+time.Nanosecond {
 			t.Fatalf("waited %v, want in (0, 1s]", d)
+		}
+	})
+}
+
+func TestRetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		tries := 0
+		err := Retry(t.Context(), log, "test", func() error {
+			if tries++; tries < 3 {
+				return errors.New("down")
+			}
+			return nil
+		})
+		if err != nil || tries != 3 {
+			t.Fatalf("Retry = %v after %d tries, want nil after 3", err, tries)
+		}
+		final := errors.New("final")
+		tries = 0
+		if err := Retry(t.Context(), log, "test", func() error { tries++; return Permanent(final) }); err != final || tries != 1 {
+			t.Fatalf("Retry = %v after %d tries, want the permanent error at once", err, tries)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if err := Retry(ctx, log, "test", func() error { return errors.New("down") }); err == nil || err.Error() != "test: down" {
+			t.Fatalf("Retry on a done context = %v, want \"test: down\"", err)
 		}
 	})
 }
