@@ -173,32 +173,27 @@ func (b *Bus) Reset(ctx context.Context) error {
 
 // Subscribe delivers the job's reports and presence messages until ctx is done.
 func (b *Bus) Subscribe(ctx context.Context) <-chan collector.Message {
-	out := make(chan collector.Message, 1024)
-	go func() {
-		defer close(out)
-		b.listen(ctx, []string{b.channel, b.presence}, func(m collector.Message) bool {
-			select {
-			case out <- m:
-				return true
-			case <-ctx.Done():
-				return false
-			}
-		})
-	}()
-	return out
+	return forward(ctx, b, []string{b.channel, b.presence}, 1024,
+		func(m collector.Message) collector.Message { return m })
 }
 
-// Control delivers the job's control messages until ctx is done.
+// Control delivers the job's control messages until ctx is done. A
+// (re)subscription is delivered as an empty message: a reconnect may have
+// missed a stop, so the worker should look at the state.
 func (b *Bus) Control(ctx context.Context) <-chan []byte {
-	out := make(chan []byte, 16)
+	return forward(ctx, b, []string{b.control}, 16,
+		func(m collector.Message) []byte { return append([]byte{}, m.Payload...) })
+}
+
+// forward listens on channels and sends every message, converted, on a
+// channel of the given buffer, which it closes when ctx is done.
+func forward[T any](ctx context.Context, b *Bus, channels []string, buffer int, convert func(collector.Message) T) <-chan T {
+	out := make(chan T, buffer)
 	go func() {
 		defer close(out)
-		b.listen(ctx, []string{b.control}, func(m collector.Message) bool {
-			if m.Subscribed { // a reconnect may have missed a stop: have the worker look
-				m.Payload = []byte{}
-			}
+		b.listen(ctx, channels, func(m collector.Message) bool {
 			select {
-			case out <- m.Payload:
+			case out <- convert(m):
 				return true
 			case <-ctx.Done():
 				return false
