@@ -134,9 +134,6 @@ func (c *Collector) Run(ctx context.Context) error {
 }
 
 func (c *Collector) run(ctx context.Context) error {
-	c.mu.Lock()
-	c.started = c.cfg.Now()
-	c.mu.Unlock()
 	if err := c.prepare(ctx); err != nil {
 		return err
 	}
@@ -149,17 +146,19 @@ func (c *Collector) run(ctx context.Context) error {
 			if !ok {
 				return ctx.Err()
 			}
+			changed := false
 			switch {
 			case m.Subscribed:
 				if err := c.rebuild(ctx); err != nil {
 					return err
 				}
+				changed = true
 			case m.Presence:
 				c.HandlePresence(m.Payload)
 			default:
-				c.Handle(m.Payload)
+				changed = c.handle(m.Payload, true)
 			}
-			if c.targetReached() {
+			if changed && c.targetReached() {
 				return c.finish(ctx)
 			}
 		}
@@ -214,26 +213,27 @@ func (c *Collector) rebuild(ctx context.Context) error {
 
 // Handle validates and pools one report payload. It never fails: a bad
 // report is counted and logged.
-func (c *Collector) Handle(payload []byte) { c.handle(payload, true) }
+func (c *Collector) Handle(payload []byte) { _ = c.handle(payload, true) }
 
-// handle pools payload; live is false for the totals read back from the bus,
-// whose repeats of reports already pooled are not duplicates.
-func (c *Collector) handle(payload []byte, live bool) {
+// handle pools payload and reports whether the pool changed; live is false
+// for the totals read back from the bus, whose repeats of reports already
+// pooled are not duplicates.
+func (c *Collector) handle(payload []byte, live bool) (changed bool) {
 	r, err := wire.Decode(payload)
+	now := c.cfg.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var changed bool
 	if err == nil {
-		changed, err = c.pool.add(r, live, c.cfg.Now())
+		changed, err = c.pool.add(r, live, now)
 	}
 	if err == nil && live {
 		c.pool.accepted++
 	}
 	if changed {
-		c.history.add(c.pool.total, c.cfg.Now())
+		c.history.add(c.pool.total, now)
 	}
 	if err == nil {
-		return
+		return changed
 	}
 	var e *wire.Error
 	if !errors.As(err, &e) {
@@ -249,6 +249,7 @@ func (c *Collector) handle(payload []byte, live bool) {
 		c.logged[key] = true
 		c.log.Warn("rejected a report (logged once per sender and reason)", "sender", sender, "reason", e.Reason, "detail", e.Detail)
 	}
+	return false
 }
 
 // HandlePresence records a worker's heartbeat or goodbye. Malformed ones are
