@@ -3,6 +3,7 @@ package collector
 import (
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"gonum.org/v1/gonum/stat/distuv"
@@ -134,14 +135,6 @@ func workerStats(ws []WorkerStats, total mcpi.Tally) Checks {
 	} else {
 		c.Chi2DF = 0
 	}
-	slices.SortFunc(ws, func(a, b WorkerStats) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(ws, func(a, b WorkerStats) int { return strings.Compare(a.ID, b.ID) })
 	return c
 }

@@ -96,10 +96,13 @@ func (f *collectorFlags) target() (float64, error) {
 	return se, nil
 }
 
-// config returns the collector's Config.
-func (f *collectorFlags) config(c common, log *slog.Logger) (collector.Config, error) {
+// collector returns the collector the flags describe, reading from bus.
+func (f *collectorFlags) collector(bus collector.Bus, c common, log *slog.Logger) (*collector.Collector, error) {
 	se, err := f.target()
-	return collector.Config{Channel: c.channel, TargetSE: se, Reset: f.reset, Logger: log}, err
+	if err != nil {
+		return nil, err
+	}
+	return collector.New(bus, collector.Config{Channel: c.channel, TargetSE: se, Reset: f.reset, Logger: log})
 }
 
 func (e *env) workerCmd(ctx context.Context, args []string) error {
@@ -160,11 +163,7 @@ func (e *env) collectorCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer bus.Close()
-	cfg, err := cf.config(c, log)
-	if err != nil {
-		return err
-	}
-	col, err := collector.New(bus, cfg)
+	col, err := cf.collector(bus, c, log)
 	if err != nil {
 		return err
 	}
@@ -206,11 +205,7 @@ func (e *env) runCmd(ctx context.Context, args []string) error {
 	} else {
 		bus = membus.New()
 	}
-	cfg, err := cf.config(c, log)
-	if err != nil {
-		return err
-	}
-	col, err := collector.New(bus, cfg)
+	col, err := cf.collector(bus, c, log)
 	if err != nil {
 		return err
 	}
