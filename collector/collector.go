@@ -1,11 +1,15 @@
 package collector
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"sync"
 	"time"
 
@@ -16,29 +20,38 @@ import (
 	"github.com/picluster/picluster/mcpi"
 )
 
-// Message is one delivery from the report channel. Subscribed marks a fresh
-// (re)subscription: what was published before it may have been missed, and
-// the collector rebuilds the job from Totals.
-type Message struct {
-	Payload    []byte
-	Subscribed bool
-	Presence   bool // a wire.Presence from {channel}:presence, not a report
-}
-
 // Bus is what a collector needs from the job's transport. internal/redisbus
 // and internal/membus implement it.
 type Bus interface {
-	// Subscribe delivers the job's reports and presence messages until ctx is done, then closes
-	// the channel. It reconnects by itself, and sends a Subscribed message
-	// first and after every reconnect.
-	Subscribe(ctx context.Context) <-chan Message
-	// Totals returns the latest report recorded for every worker.
-	Totals(ctx context.Context) ([][]byte, error)
+	// Subscribe delivers the job's report channel and presence messages
+	// until ctx is done, then closes the channel. It reconnects by itself,
+	// and sends a KindSubscribed message first and after every reconnect.
+	Subscribe(ctx context.Context) <-chan wire.Message
+	// ReadLedger returns up to count entries after position after, oldest
+	// first, waiting up to block for one when there is none (block ≤ 0:
+	// not at all).
+	ReadLedger(ctx context.Context, after string, count int, block time.Duration) ([]wire.LedgerEntry, error)
+	// TrimLedger removes the ledger's entries before position minID.
+	TrimLedger(ctx context.Context, minID string) error
+	// Checkpoint returns every field of the checkpoint.
+	Checkpoint(ctx context.Context) (map[string][]byte, error)
+	// SaveCheckpoint writes fields and the position pos into the checkpoint,
+	// all or nothing, unless it holds a later position already; it reports
+	// whether it wrote.
+	SaveCheckpoint(ctx context.Context, pos string, fields map[string][]byte) (bool, error)
+	// SetReader records where the collector called name has read to;
+	// Readers returns every collector's record.
+	SetReader(ctx context.Context, name, value string) error
+	Readers(ctx context.Context) (map[string]string, error)
+	// Quarantine records that worker was proven wrong; Quarantined returns
+	// every such record.
+	Quarantine(ctx context.Context, worker string, why []byte) error
+	Quarantined(ctx context.Context) (map[string][]byte, error)
 	// State returns the job state, nil if none has been written.
 	State(ctx context.Context) ([]byte, error)
 	// SetState writes the job state and publishes it on the control channel.
 	SetState(ctx context.Context, state []byte) error
-	// Reset deletes the job's totals and state.
+	// Reset deletes the job: ledger, checkpoint, readers, quarantine, state.
 	Reset(ctx context.Context) error
 }
 
@@ -52,9 +65,51 @@ type Config struct {
 	// MinSamples is the least N at which a target can be met, so that a
 	// lucky first batch cannot end a job. Default 10⁶.
 	MinSamples uint64
-	// Reset deletes the job's totals and state before starting: a new job on
-	// an old channel.
+	// Reset deletes the job before starting: a new job on an old channel.
 	Reset bool
+	// Key is the job key. With a key the job is in secure mode: only
+	// entries signed with a worker key derived from it count, and anonymous
+	// reports are refused. Nil means open mode.
+	Key []byte
+	// Seed is the seed of a new job. Nil means a random one. A running job
+	// keeps the seed it has.
+	Seed *uint64
+	// MaxN is the most samples one entry of a new job may carry. Default
+	// wire.MaxEntryN.
+	MaxN uint64
+	// AnonMaxN is the most samples one anonymous report may carry (open
+	// mode). Default 2³².
+	AnonMaxN uint64
+	// MaxWorkers bounds the workers a job tracks; entries of further ids are
+	// refused. Default 1,000,000.
+	MaxWorkers int
+	// VerifyFraction is the share of the credited samples that is replayed
+	// to check it, chosen entry by entry with probability proportional to n.
+	// Default 0.01. Entries whose hits, or whose worker's, look improbable
+	// are always replayed.
+	VerifyFraction float64
+	// VerifySeed seeds the choice of the entries replayed, for tests that
+	// must be replayable. Zero, the default, means a secret seed from
+	// crypto/rand: workers must not be able to predict which entries are
+	// checked.
+	VerifySeed uint64
+	// VerifyThreads is how many entries are replayed at once, one core each.
+	// Default 1.
+	VerifyThreads int
+	// MaxUnverified is the largest share of N that may wait in the
+	// verification queue when the target is declared. Default 0.005.
+	MaxUnverified float64
+	// Kernel replays entries. The zero Kernel means mcpi.Pick().
+	Kernel mcpi.Kernel
+	// Name identifies this collector among the ledger's readers. Default:
+	// host-pid.
+	Name string
+	// CheckpointEvery is how often the credits are checkpointed and the
+	// ledger trimmed. Default 2s.
+	CheckpointEvery time.Duration
+	// LedgerWindow is how long credited entries stay in the ledger for
+	// `picluster verify`. Default 60s.
+	LedgerWindow time.Duration
 	// Logger receives the collector's logs. Default: slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default: time.Now.
@@ -63,10 +118,65 @@ type Config struct {
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
-	if c.TargetSE < 0 || math.IsNaN(c.TargetSE) || math.IsInf(c.TargetSE, 0) {
-		return fmt.Errorf("target-se: %v, want a finite number ≥ 0", c.TargetSE)
+	switch {
+	case c.TargetSE < 0 || math.IsNaN(c.TargetSE) || math.IsInf(c.TargetSE, 0):
+		return fmt.Errorf("--target-se %v: want a finite number ≥ 0", c.TargetSE)
+	case c.MaxN > wire.MaxEntryN:
+		return fmt.Errorf("--max-n %d: at most %d", c.MaxN, uint64(wire.MaxEntryN))
+	case !(c.VerifyFraction >= 0 && c.VerifyFraction <= 1):
+		return fmt.Errorf("--verify-fraction %v: want 0 … 1", c.VerifyFraction)
+	case !(c.MaxUnverified >= 0 && c.MaxUnverified <= 1):
+		return fmt.Errorf("max unverified %v: want 0 … 1", c.MaxUnverified)
+	case c.Key != nil && len(c.Key) < wire.MinKeyLen:
+		return fmt.Errorf("job key: %d bytes, want at least %d", len(c.Key), wire.MinKeyLen)
+	case c.VerifyThreads < 0 || c.MaxWorkers < 0:
+		return errors.New("verify threads and max workers: want ≥ 0")
 	}
 	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.MinSamples == 0 {
+		c.MinSamples = 1_000_000
+	}
+	if c.MaxN == 0 {
+		c.MaxN = wire.MaxEntryN
+	}
+	if c.AnonMaxN == 0 {
+		c.AnonMaxN = 1 << 32
+	}
+	if c.MaxWorkers == 0 {
+		c.MaxWorkers = 1_000_000
+	}
+	if c.VerifyFraction == 0 {
+		c.VerifyFraction = 0.01
+	}
+	if c.VerifyThreads == 0 {
+		c.VerifyThreads = 1
+	}
+	if c.MaxUnverified == 0 {
+		c.MaxUnverified = 0.005
+	}
+	if c.Kernel.IsZero() {
+		c.Kernel = mcpi.Pick()
+	}
+	if c.Name == "" {
+		host, _ := os.Hostname()
+		c.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = 2 * time.Second
+	}
+	if c.LedgerWindow == 0 {
+		c.LedgerWindow = time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
 }
 
 // TargetSEForDigits returns the standard error at which the 95 % interval
@@ -80,19 +190,23 @@ func TargetSEForDigits(d int) float64 {
 // only counted.
 const maxLogged = 1000
 
-// Collector pools a job's reports. Create one with New.
+// Collector pools a job's ledger. Create one with New.
 type Collector struct {
 	cfg Config
 	bus Bus
 	log *slog.Logger
+	ver *verifier
 
 	mu       sync.Mutex // guards the fields below
+	job      wire.State // the job as this collector runs it: id, seed, cap, mode
 	pool     *pool
+	dirty    map[string]bool // workers credited since the last checkpoint
+	savedPos string          // the position the checkpoint on the bus holds at least
 	history  history
 	rejected map[wire.Reason]uint64
 	logged   map[string]bool
 	started  time.Time
-	baseN    mcpi.Count // N when the first rebuild finished: the rate counts only new samples
+	baseN    mcpi.Count // N when the start-up read finished: the rate counts only new samples
 	synced   bool
 	stopped  string
 }
@@ -102,158 +216,374 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.MinSamples == 0 {
-		cfg.MinSamples = 1_000_000
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	return &Collector{cfg: cfg, bus: bus, log: cfg.Logger, pool: newPool(),
-		rejected: make(map[wire.Reason]uint64), logged: make(map[string]bool), started: cfg.Now()}, nil
+	cfg = cfg.withDefaults()
+	c := &Collector{cfg: cfg, bus: bus, log: cfg.Logger, pool: newPool(), dirty: make(map[string]bool),
+		rejected: make(map[wire.Reason]uint64), logged: make(map[string]bool), started: cfg.Now()}
+	c.ver = newVerifier(c)
+	return c, nil
 }
 
-// FinalSyncTimeout bounds the last read of the totals when Run is cancelled.
+// FinalSyncTimeout bounds the last read of the ledger when Run is cancelled.
 const FinalSyncTimeout = 3 * time.Second
 
+// ledgerPage is how many entries one read of the ledger takes.
+const ledgerPage = 1000
+
 // Run collects until the target is reached (it returns nil) or ctx is done
-// (it returns ctx's error). When cancelled it reads the totals on the bus
+// (it returns ctx's error). When cancelled it reads the rest of the ledger
 // once more, for at most FinalSyncTimeout, so that the final Summary
-// includes every report that reached the bus, even one it was not
-// subscribed in time to receive.
+// includes every entry that reached the bus, and checkpoints.
 func (c *Collector) Run(ctx context.Context) error {
-	err := c.run(ctx)
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	msgs := c.bus.Subscribe(runCtx) // before the job is announced, so no anonymous batch is missed
+	wg.Go(func() { c.listen(msgs) })
+	if err := c.prepare(ctx); err != nil {
+		return err
+	}
+	wg.Go(func() { c.ver.run(runCtx) })
+	wg.Go(func() { c.tend(runCtx) })
+
+	err := c.read(runCtx)
 	if ctx.Err() != nil {
-		syncCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FinalSyncTimeout)
-		defer cancel()
-		_ = c.rebuild(syncCtx) // best effort: the summary stands without it
+		syncCtx, cancelSync := context.WithTimeout(context.WithoutCancel(ctx), FinalSyncTimeout)
+		defer cancelSync()
+		if n, err := c.catchUp(syncCtx); err == nil {
+			c.log.Info("final read of the ledger", "entries", n)
+		}
+		c.checkpoint(syncCtx)
+		return ctx.Err()
+	}
+	if err == nil {
+		c.checkpoint(ctx)
 	}
 	return err
 }
 
-func (c *Collector) run(ctx context.Context) error {
-	if err := c.prepare(ctx); err != nil {
-		return err
-	}
-	msgs := c.bus.Subscribe(ctx)
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case m, ok := <-msgs:
-			if !ok {
-				return ctx.Err()
-			}
-			changed := false
-			switch {
-			case m.Subscribed:
-				if err := c.rebuild(ctx); err != nil {
-					return err
-				}
-				changed = true
-			case m.Presence:
-				c.HandlePresence(m.Payload)
-			default:
-				changed = c.handle(m.Payload, true)
-			}
-			if changed && c.targetReached() {
-				return c.finish(ctx)
-			}
-		}
-	}
-}
-
-// prepare resets the job if asked, and marks it running unless it is done.
+// prepare resets the job if asked, adopts the job in the state or creates
+// one, and loads the quarantine and the checkpoint.
 func (c *Collector) prepare(ctx context.Context) error {
-	return backoff.Retry(ctx, c.log, "prepare the job", func() error {
+	err := backoff.Retry(ctx, c.log, "prepare the job", func() error {
 		if c.cfg.Reset {
 			if err := c.bus.Reset(ctx); err != nil {
 				return err
 			}
+			c.cfg.Reset = false // once, even if a later step is retried
 		}
 		b, err := c.bus.State(ctx)
 		if err != nil {
 			return err
 		}
+		var s wire.State
 		if b != nil {
-			if s, err := wire.DecodeState(b); err == nil && s.Status == wire.Done {
-				c.log.Warn("the job is already done: workers will leave at once; use --reset to start a new job on this channel",
-					"channel", c.cfg.Channel, "since", s.At)
-				return nil
+			if s, err = wire.DecodeState(b); err != nil {
+				return backoff.Permanent(fmt.Errorf("the job state is unreadable (%w); use --reset to start a new job", err))
 			}
 		}
-		return c.bus.SetState(ctx, wire.EncodeState(wire.State{Status: wire.Running, At: c.cfg.Now()}))
+		if s.Job == "" { // a new job, or one a v1 collector made
+			s = c.newJob()
+		}
+		if s.Status == wire.Done {
+			c.log.Warn("the job is already done: workers will leave at once; use --reset to start a new job on this channel",
+				"channel", c.cfg.Channel, "since", s.At)
+			c.mu.Lock()
+			c.job = s
+			c.mu.Unlock()
+			return nil
+		}
+		s.Status, s.Secure, s.At = wire.Running, c.cfg.Key != nil, c.cfg.Now()
+		if err := c.bus.SetState(ctx, wire.EncodeState(s)); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.job = s
+		c.mu.Unlock()
+		return nil
 	})
+	if err != nil {
+		return err
+	}
+	if err := c.loadQuarantine(ctx); err != nil {
+		return err
+	}
+	if err := c.load(ctx); err != nil {
+		return err
+	}
+	n, err := c.catchUp(ctx)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.synced, c.baseN, c.started = true, c.pool.total.N, c.cfg.Now()
+	s := c.job
+	total, workers := c.pool.total.N, len(c.pool.workers)
+	c.mu.Unlock()
+	mode := "open"
+	if s.Secure {
+		mode = "secure"
+	}
+	c.log.Info("job loaded from the ledger", "channel", c.cfg.Channel, "job", s.Job, "mode", mode,
+		"workers", workers, "n", total, "entries_read", n)
+	return nil
 }
 
-// rebuild applies the latest report of every worker recorded on the bus.
-func (c *Collector) rebuild(ctx context.Context) error {
-	var totals [][]byte
-	err := backoff.Retry(ctx, c.log, "read the job's totals", func() (err error) {
-		totals, err = c.bus.Totals(ctx)
+func (c *Collector) newJob() wire.State {
+	seed := randomUint64()
+	if c.cfg.Seed != nil {
+		seed = *c.cfg.Seed
+	}
+	return wire.State{Job: wire.FormatSeed(randomUint64()), Seed: wire.FormatSeed(seed), MaxN: c.cfg.MaxN}
+}
+
+func randomUint64() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+// load replaces the pool's credits with the checkpoint's.
+func (c *Collector) load(ctx context.Context) error {
+	var cp map[string][]byte
+	err := backoff.Retry(ctx, c.log, "read the checkpoint", func() (err error) {
+		cp, err = c.bus.Checkpoint(ctx)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	for _, b := range totals {
-		c.handle(b, false)
-	}
 	c.mu.Lock()
-	if !c.synced {
-		c.synced, c.baseN, c.started = true, c.pool.total.N, c.cfg.Now()
+	defer c.mu.Unlock()
+	old := c.pool
+	c.pool = newPool()
+	c.pool.anon, c.pool.total = old.anon, old.anon
+	c.pool.anonBatches, c.pool.quarantined, c.pool.seen, c.pool.left = old.anonBatches, old.quarantined, old.seen, old.left
+	c.pool.pos = string(cp[wire.CheckpointPos])
+	for k, v := range cp {
+		id, ok := bytes.CutPrefix([]byte(k), []byte(wire.CheckpointWorker))
+		if !ok {
+			continue
+		}
+		cr, err := wire.DecodeCredit(v)
+		if err != nil {
+			c.log.Warn("checkpoint: skipped a worker's unreadable credit", "worker", string(id), "err", err)
+			continue
+		}
+		c.pool.workers[string(id)] = &cr
+		c.pool.batches = sat(c.pool.batches, cr.Entries)
+		c.pool.gaps = sat(c.pool.gaps, cr.Gaps)
+		if _, q := c.pool.quarantined[string(id)]; !q {
+			c.pool.total = c.pool.total.Add(mcpi.TallyOf(cr.TotalN, cr.TotalHits))
+		}
+		c.pool.disp.add(cr.TotalN, cr.TotalHits)
 	}
-	n, workers := c.pool.total.N, len(c.pool.workers)
-	c.mu.Unlock()
-	c.log.Info("rebuilt the job from the bus", "channel", c.cfg.Channel, "workers", workers, "n", n)
+	clear(c.dirty)
+	c.history.add(c.pool.total, c.cfg.Now())
 	return nil
 }
 
-// Handle validates and pools one report payload. It never fails: a bad
-// report is counted and logged.
-func (c *Collector) Handle(payload []byte) { _ = c.handle(payload, true) }
+// read credits the ledger as it grows until ctx is done or the target is
+// reached.
+func (c *Collector) read(ctx context.Context) error {
+	var bo backoff.Backoff
+	for ctx.Err() == nil {
+		c.mu.Lock()
+		pos := c.pool.pos
+		c.mu.Unlock()
+		entries, err := c.bus.ReadLedger(ctx, pos, ledgerPage, time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if bo.Failures() == 0 {
+				c.log.Warn("reading the ledger failed; retrying", "err", err)
+			}
+			if bo.Wait(ctx) != nil {
+				break
+			}
+			continue
+		}
+		if bo.Failures() > 0 {
+			c.log.Info("the ledger answers again")
+		}
+		bo.Reset()
+		c.creditAll(entries)
+		if c.targetReached() { // anonymous batches and replays can bring it too
+			return c.finish(ctx)
+		}
+	}
+	return ctx.Err()
+}
 
-// handle pools payload and reports whether the pool changed; live is false
-// for the totals read back from the bus, whose repeats of reports already
-// pooled are not duplicates.
-func (c *Collector) handle(payload []byte, live bool) (changed bool) {
-	r, err := wire.Decode(payload)
+// catchUp credits the ledger up to its end, without waiting for more.
+func (c *Collector) catchUp(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		c.mu.Lock()
+		pos := c.pool.pos
+		c.mu.Unlock()
+		var entries []wire.LedgerEntry
+		err := backoff.Retry(ctx, c.log, "read the ledger", func() (err error) {
+			entries, err = c.bus.ReadLedger(ctx, pos, ledgerPage, 0)
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+		c.creditAll(entries)
+		total += len(entries)
+		if len(entries) < ledgerPage {
+			return total, nil
+		}
+	}
+}
+
+// creditAll credits entries in order and reports whether the pool changed.
+func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
+	if len(entries) == 0 {
+		return false
+	}
 	now := c.cfg.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err == nil {
-		changed, err = c.pool.add(r, live, now)
-	}
-	if err == nil && live {
-		c.pool.accepted++
+	changed := false
+	for _, le := range entries {
+		c.pool.pos = le.ID
+		e, err := c.check(le)
+		if err != nil {
+			sender := e.Worker
+			if sender == "" {
+				sender = "ledger entry " + le.ID
+			}
+			c.reject(err, sender)
+			continue
+		}
+		c.pool.credit(e, now)
+		c.dirty[e.Worker] = true
+		changed = true
+		if p, ok := c.ver.choose(e, c.pool); ok {
+			c.ver.enqueue(p) // under c.mu: a Summary never shows an entry credited but not yet queued
+		}
 	}
 	if changed {
 		c.history.add(c.pool.total, now)
 	}
-	if err == nil {
-		return changed
+	return changed
+}
+
+// check decides whether ledger entry le may be credited; c.mu is held.
+func (c *Collector) check(le wire.LedgerEntry) (wire.Entry, error) {
+	e, err := wire.DecodeEntry(le.Payload)
+	if err != nil {
+		return e, err
 	}
+	fail := func(r wire.Reason, format string, args ...any) (wire.Entry, error) {
+		return e, &wire.Error{Reason: r, Detail: fmt.Sprintf(format, args...)}
+	}
+	job := c.job
+	switch {
+	case e.Job != job.Job:
+		return fail(wire.WrongJob, "job %s, this job is %s", e.Job, job.Job)
+	case e.Seed != job.Seed:
+		return fail(wire.WrongSeed, "seed %s, the job's is %s", e.Seed, job.Seed)
+	case e.N > job.MaxN:
+		return fail(wire.TooLarge, "n %d above the job's cap %d", e.N, job.MaxN)
+	}
+	if c.cfg.Key != nil {
+		if le.Sig == "" {
+			return fail(wire.Unsigned, "entry %d of %q has no signature and the job is in secure mode", e.Seq, e.Worker)
+		}
+		if !wire.SignatureOK(wire.WorkerKey(c.cfg.Key, e.Worker), le.Payload, le.Sig) {
+			return fail(wire.BadSig, "entry %d of %q is not signed with its key", e.Seq, e.Worker)
+		}
+	}
+	if _, q := c.pool.quarantined[e.Worker]; q {
+		return fail(wire.Quarantined, "worker %q is quarantined", e.Worker)
+	}
+	w := c.pool.workers[e.Worker]
+	switch {
+	case w == nil && len(c.pool.workers) >= c.cfg.MaxWorkers:
+		return fail(wire.TooMany, "the job tracks %d workers already", c.cfg.MaxWorkers)
+	case w == nil:
+	case e.Seq <= w.Seq:
+		c.pool.duplicates = sat(c.pool.duplicates, 1)
+		return fail(wire.Duplicate, "seq %d, worker %q is at %d", e.Seq, e.Worker, w.Seq)
+	case e.N != w.N:
+		return fail(wire.NChanged, "n %d, worker %q draws %d", e.N, e.Worker, w.N)
+	case w.TotalN > math.MaxUint64-e.N:
+		return fail(wire.TooLarge, "worker %q would pass 2⁶⁴ samples", e.Worker)
+	}
+	return e, nil
+}
+
+// reject counts a refused entry or report and logs it once per sender and
+// reason; c.mu is held.
+func (c *Collector) reject(err error, sender string) {
 	var e *wire.Error
 	if !errors.As(err, &e) {
 		e = &wire.Error{Reason: wire.NotJSON, Detail: err.Error()}
 	}
-	c.rejected[e.Reason]++
-	sender := r.Worker
+	c.rejected[e.Reason] = sat(c.rejected[e.Reason], 1)
 	if sender == "" {
 		sender = "(unnamed)"
 	}
 	key := sender + "\x00" + string(e.Reason)
 	if !c.logged[key] && len(c.logged) < maxLogged {
 		c.logged[key] = true
-		c.log.Warn("rejected a report (logged once per sender and reason)", "sender", sender, "reason", e.Reason, "detail", e.Detail)
+		c.log.Warn("rejected (logged once per sender and reason)", "sender", sender, "reason", e.Reason, "detail", e.Detail)
 	}
-	return false
 }
 
-// HandlePresence records a worker's heartbeat or goodbye. Malformed ones are
-// counted with the rejected reports.
+// listen reads the report channel for anonymous batches and the presence
+// channel, until ctx is done.
+func (c *Collector) listen(msgs <-chan wire.Message) {
+	for m := range msgs {
+		switch m.Kind {
+		case wire.KindPresence:
+			c.HandlePresence(m.Payload)
+		case wire.KindReport:
+			c.Handle(m.Payload) // the reader loop sees the target at its next read
+		}
+	}
+}
+
+// echoPrefix starts every ledger entry's JSON (EncodeEntry writes "v"
+// first): the channel's copy of an entry is credited from the ledger, not here.
+var echoPrefix = []byte(`{"v":2,`)
+
+// Handle counts one payload from the report channel: an anonymous batch in
+// open mode. It never fails: a bad payload is counted and logged.
+func (c *Collector) Handle(payload []byte) { _ = c.handle(payload) }
+
+func (c *Collector) handle(payload []byte) (changed bool) {
+	if bytes.HasPrefix(payload, echoPrefix) {
+		return false
+	}
+	r, err := wire.Decode(payload)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case err != nil:
+	case !r.Anonymous():
+		err = &wire.Error{Reason: wire.V1Report, Detail: "a protocol v1 worker's report: upgrade the worker; v2 credits only ledger entries"}
+	case c.cfg.Key != nil:
+		err = &wire.Error{Reason: wire.Anonymous, Detail: "anonymous reports do not count in secure mode"}
+	case r.N > c.cfg.AnonMaxN:
+		err = &wire.Error{Reason: wire.TooLarge, Detail: fmt.Sprintf("anonymous n %d above the cap %d", r.N, c.cfg.AnonMaxN)}
+	}
+	if err != nil {
+		c.reject(err, r.Worker)
+		return false
+	}
+	c.pool.addAnonymous(r.N, r.Hits)
+	c.history.add(c.pool.total, c.cfg.Now())
+	return true
+}
+
+// HandlePresence records a worker's heartbeat or goodbye. Presence of ids
+// that have no credit is ignored, so it cannot grow memory; malformed
+// messages are counted with the rejected reports.
 func (c *Collector) HandlePresence(payload []byte) {
 	p, err := wire.DecodePresence(payload)
 	c.mu.Lock()
@@ -261,14 +591,20 @@ func (c *Collector) HandlePresence(payload []byte) {
 	if err != nil {
 		var e *wire.Error
 		if errors.As(err, &e) {
-			c.rejected[e.Reason]++
+			c.rejected[e.Reason] = sat(c.rejected[e.Reason], 1)
 		}
+		return
+	}
+	if c.pool.workers[p.Worker] == nil {
 		return
 	}
 	c.pool.seen[p.Worker] = c.cfg.Now()
 	c.pool.left[p.Worker] = p.Status == wire.Left
 }
 
+// targetReached reports whether the job can be declared done: the SE is at
+// the target, N is at least MinSamples, and at most MaxUnverified of N waits
+// for replay.
 func (c *Collector) targetReached() bool {
 	if c.cfg.TargetSE <= 0 {
 		return false
@@ -281,17 +617,24 @@ func (c *Collector) targetReached() bool {
 		return false
 	}
 	se := t.StdErr()
-	return se > 0 && se <= c.cfg.TargetSE
+	if !(se > 0 && se <= c.cfg.TargetSE) {
+		return false
+	}
+	return float64(c.ver.pendingN()) <= c.cfg.MaxUnverified*t.N.Float64()
 }
 
 // finish marks the job done and tells the workers.
 func (c *Collector) finish(ctx context.Context) error {
 	s := c.Summary()
-	state := wire.EncodeState(wire.State{Status: wire.Done, Reason: "target", Pi: float64(s.Pi), StdErr: float64(s.StdErr), At: c.cfg.Now()})
-	if err := backoff.Retry(ctx, c.log, "mark the job done", func() error { return c.bus.SetState(ctx, state) }); err != nil {
+	c.mu.Lock()
+	state := c.job
+	c.mu.Unlock()
+	state.Status, state.Reason, state.Pi, state.StdErr, state.At = wire.Done, "target", float64(s.Pi), float64(s.StdErr), c.cfg.Now()
+	if err := backoff.Retry(ctx, c.log, "mark the job done", func() error { return c.bus.SetState(ctx, wire.EncodeState(state)) }); err != nil {
 		return err
 	}
 	c.mu.Lock()
+	c.job = state
 	c.stopped = "target"
 	c.mu.Unlock()
 	c.log.Info("target reached; the job is done", "pi", float64(s.Pi), "stderr", float64(s.StdErr), "target_se", c.cfg.TargetSE)
@@ -318,56 +661,4 @@ func (c *Collector) History() []Point {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]Point(nil), c.history.pts...)
-}
-
-// Summary returns the job as the collector sees it now.
-func (c *Collector) Summary() Summary {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := c.pool.total
-	lo, hi := t.CI95()
-	secs := c.cfg.Now().Sub(c.started).Seconds()
-	s := Summary{
-		Channel: c.cfg.Channel, N: t.N, Hits: t.Hits,
-		Pi: Float(t.Pi()), StdErr: Float(t.StdErr()), CI95: [2]Float{Float(lo), Float(hi)},
-		Workers: len(c.pool.workers), Batches: c.pool.batches, Anonymous: c.pool.anonBatches,
-		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: c.pool.duplicates,
-		Seconds: secs, StoppedBy: c.stopped, TargetSE: c.cfg.TargetSE, Accepted: c.pool.accepted,
-	}
-	for r, n := range c.rejected {
-		s.Rejected += n
-		s.RejectedBy[string(r)] = n
-	}
-	now := c.cfg.Now()
-	s.WorkerTable = make([]WorkerStats, 0, len(c.pool.workers))
-	for id, r := range c.pool.workers {
-		w := WorkerStats{ID: id, N: r.TotalN, Hits: r.TotalHits, Seq: r.Seq, Kernel: r.Kernel,
-			LastSeen: c.pool.seen[id], Status: presence(now, c.pool.seen[id], r.Seconds, c.pool.left[id]),
-			tally: mcpi.TallyOf(r.TotalN, r.TotalHits)}
-		if r.Seconds > 0 {
-			w.SamplesPerS = float64(r.N) / r.Seconds
-		}
-		s.WorkerTable = append(s.WorkerTable, w)
-	}
-	s.Checks = workerStats(s.WorkerTable, t)
-	disp, binom := c.pool.disp.stdErr()
-	s.Checks.Chunks = int(c.pool.disp.m)
-	s.Checks.DispersionRatio = Float(disp / binom)
-	s.Checks.StdErrDispersion = Float(float64(s.StdErr) * disp / binom)
-	s.Flagged = []string{}
-	for _, w := range s.WorkerTable {
-		if w.Flagged {
-			s.Flagged = append(s.Flagged, w.ID)
-		}
-	}
-	if secs > 0 && c.synced {
-		s.SamplesPerS = t.N.Sub(c.baseN).Float64() / secs
-	}
-	s.ETASeconds = Float(math.NaN())
-	if se := float64(s.StdErr); c.cfg.TargetSE > 0 && se > 0 && s.SamplesPerS > 0 {
-		// SE ∝ 1/√N: the target needs N·(SE/target)² samples in all.
-		need := t.N.Float64() * (se / c.cfg.TargetSE) * (se / c.cfg.TargetSE)
-		s.ETASeconds = Float(max(0, need-t.N.Float64()) / s.SamplesPerS)
-	}
-	return s
 }

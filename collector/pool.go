@@ -7,70 +7,80 @@ import (
 	"github.com/picluster/picluster/mcpi"
 )
 
-// pool is the exact state of a job: the latest report of every worker and
-// the anonymous batches, and the pooled tally that is their sum.
+// pool is the exact state of a job: what the ledger credited to every
+// worker, the anonymous batches, and the pooled tally, which is the sum of
+// the credits of the workers not quarantined plus the anonymous batches.
 type pool struct {
 	total       mcpi.Tally
-	workers     map[string]wire.Report
+	anon        mcpi.Tally // the anonymous batches (open mode), live only
+	workers     map[string]*wire.Credit
+	quarantined map[string]wire.QuarantineRecord
 	seen        map[string]time.Time // when each worker last reported or sent a heartbeat
 	left        map[string]bool      // whether its last word was goodbye
-	disp        dispersion           // the scatter of the accepted chunks
-	batches     uint64               // Σ seq over workers + anonymous batches
+	disp        dispersion           // the scatter of the credited entries
+	batches     uint64               // entries credited + anonymous batches
 	anonBatches uint64
 	duplicates  uint64
-	accepted    uint64 // valid reports received live, duplicates included
+	gaps        uint64
+	accepted    uint64 // entries credited and anonymous batches counted
+	pos         string // the ledger position credited up to
 }
 
 func newPool() *pool {
-	return &pool{workers: make(map[string]wire.Report), seen: make(map[string]time.Time), left: make(map[string]bool)}
+	return &pool{workers: make(map[string]*wire.Credit), quarantined: make(map[string]wire.QuarantineRecord),
+		seen: make(map[string]time.Time), left: make(map[string]bool)}
 }
 
-// add applies r and returns a *wire.Error if it contradicts what the pool
-// holds. It reports whether r changed the pool. Repeats of pooled reports
-// count as duplicates when live.
-func (p *pool) add(r wire.Report, live bool, now time.Time) (changed bool, err error) {
-	if r.Anonymous() {
-		p.total = p.total.Add(mcpi.TallyOf(r.N, r.Hits))
-		p.disp.add(r.N, r.Hits)
-		p.anonBatches++
-		p.batches++
-		return true, nil
+// credit adds one entry, checked already, to worker's credit.
+func (p *pool) credit(e wire.Entry, now time.Time) {
+	w := p.workers[e.Worker]
+	if w == nil {
+		w = &wire.Credit{}
+		p.workers[e.Worker] = w
 	}
-	prev, ok := p.workers[r.Worker]
-	if ok {
-		switch {
-		case r.Seq < prev.Seq:
-			p.countDuplicate(live)
-			return false, nil
-		case r.Seq == prev.Seq:
-			if r.TotalN != prev.TotalN || r.TotalHits != prev.TotalHits {
-				return false, &wire.Error{Reason: wire.Inconsistent, Detail: "same seq, different totals: two workers share an id?"}
-			}
-			p.countDuplicate(live)
-			return false, nil
-		case r.TotalN < prev.TotalN || r.TotalHits < prev.TotalHits:
-			return false, &wire.Error{Reason: wire.TotalsBackward, Detail: "totals smaller than at an earlier seq"}
-		case r.TotalHits-prev.TotalHits > r.TotalN-prev.TotalN,
-			r.TotalN-prev.TotalN < r.N,
-			r.Seq == prev.Seq+1 && (r.TotalN-prev.TotalN != r.N || r.TotalHits-prev.TotalHits != r.Hits):
-			return false, &wire.Error{Reason: wire.Inconsistent, Detail: "totals do not add up to the previous totals plus this batch"}
-		}
-	}
-	p.total = p.total.Sub(mcpi.TallyOf(prev.TotalN, prev.TotalHits)).Add(mcpi.TallyOf(r.TotalN, r.TotalHits))
-	p.disp.add(r.TotalN-prev.TotalN, r.TotalHits-prev.TotalHits)
-	p.batches += r.Seq - prev.Seq
-	p.workers[r.Worker] = r
-	if live {
-		p.seen[r.Worker] = now
-		p.left[r.Worker] = false
-	} else if _, ok := p.seen[r.Worker]; !ok {
-		p.seen[r.Worker] = time.Time{} // rebuilt from the bus: not seen yet
-	}
-	return true, nil
+	p.gaps += e.Seq - w.Seq - 1
+	w.Gaps += e.Seq - w.Seq - 1
+	w.Seq, w.N = e.Seq, e.N
+	w.TotalN += e.N
+	w.TotalHits += e.Hits
+	w.Entries++
+	w.Kernel, w.Seconds = e.Kernel, e.Seconds
+	p.total = p.total.Add(mcpi.TallyOf(e.N, e.Hits))
+	p.disp.add(e.N, e.Hits)
+	p.batches = sat(p.batches, 1)
+	p.accepted = sat(p.accepted, 1)
+	p.seen[e.Worker] = now
+	p.left[e.Worker] = false
 }
 
-func (p *pool) countDuplicate(live bool) {
-	if live {
-		p.duplicates++
+// addAnonymous adds a seed-style batch.
+func (p *pool) addAnonymous(n, hits uint64) {
+	t := mcpi.TallyOf(n, hits)
+	p.anon = p.anon.Add(t)
+	p.total = p.total.Add(t)
+	p.disp.add(n, hits)
+	p.anonBatches = sat(p.anonBatches, 1)
+	p.batches = sat(p.batches, 1)
+	p.accepted = sat(p.accepted, 1)
+}
+
+// quarantine takes worker's whole contribution out of the pool; it reports
+// whether the worker was not quarantined yet.
+func (p *pool) quarantine(worker string, rec wire.QuarantineRecord) bool {
+	if _, ok := p.quarantined[worker]; ok {
+		return false
 	}
+	p.quarantined[worker] = rec
+	if w := p.workers[worker]; w != nil {
+		p.total = p.total.Sub(mcpi.TallyOf(w.TotalN, w.TotalHits))
+	}
+	return true
+}
+
+// sat returns a+b, or the largest uint64 instead of wrapping.
+func sat(a, b uint64) uint64 {
+	if a > ^uint64(0)-b {
+		return ^uint64(0)
+	}
+	return a + b
 }

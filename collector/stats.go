@@ -71,9 +71,12 @@ type WorkerStats struct {
 	Z           Float      `json:"z"` // against the pooled estimate of all the others
 	SamplesPerS float64    `json:"samples_per_s"`
 	Seq         uint64     `json:"seq"`
+	Entries     uint64     `json:"entries"`  // ledger entries credited
+	Gaps        uint64     `json:"gaps"`     // seqs missing between them
+	Verified    uint64     `json:"verified"` // entries replayed and exact
 	Kernel      string     `json:"kernel,omitempty"`
 	LastSeen    time.Time  `json:"last_seen"`
-	Status      string     `json:"status"` // "alive", "left" or "vanished"
+	Status      string     `json:"status"` // "alive", "left", "vanished" or "quarantined"
 	Flagged     bool       `json:"flagged"`
 	Why         string     `json:"why,omitempty"`
 	tally       mcpi.Tally // the same N and Hits, for the math

@@ -9,6 +9,7 @@ import (
 
 	"github.com/picluster/picluster/collector"
 	"github.com/picluster/picluster/internal/membus"
+	"github.com/picluster/picluster/internal/wire"
 	"github.com/picluster/picluster/mcpi"
 	"github.com/picluster/picluster/worker"
 )
@@ -25,19 +26,20 @@ func TestCoverage(t *testing.T) {
 	var sumZ2 float64
 	for i := range uint64(jobs) {
 		bus := membus.New()
-		col := newCollector(t, bus, collector.Config{})
+		seed := base + i
+		col := newCollector(t, bus, collector.Config{Seed: &seed})
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() { done <- col.Run(ctx) }()
-		seed := base + i
-		w, err := worker.New(bus, worker.Config{ID: "w", Seed: &seed, Threads: 1, Batch: 4099, MaxBatches: 4, Logger: quiet})
+		waitFor(t, func() bool { b, _ := bus.State(ctx); return b != nil })
+		w, err := worker.New(bus, worker.Config{ID: "w", Threads: 1, Batch: 4099, MaxBatches: 4, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := w.Run(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		cancel() // Run reads the totals once more before it returns
+		cancel() // Run reads the ledger once more before it returns
 		<-done
 		s := col.Summary()
 		if s.N != mcpi.CountOf(4*4099) {
@@ -66,21 +68,25 @@ func honest(r *rand.Rand, n uint64) uint64 {
 	return uint64(math.Round(float64(n)*p + math.Sqrt(float64(n)*p*(1-p))*r.NormFloat64()))
 }
 
-// cluster feeds a collector the reports of workers test doubles, each
-// reporting batches of n samples; bias adds to one worker's estimate.
+// statsJob is the job the statistical tests credit entries for.
+var statsJob = wire.State{Status: wire.Running, Job: "00000000000000a1", Seed: "00000000000000b2", MaxN: wire.MaxEntryN}
+
+// cluster credits a collector (not running: nothing is replayed) the
+// entries of test-double workers, each drawing batches of n samples with
+// hits from the binomial's normal approximation; bias adds to one worker's
+// estimate.
 func cluster(t *testing.T, r *rand.Rand, workers, batches int, n uint64, bias float64) collector.Summary {
 	t.Helper()
 	c := newCollector(t, membus.New(), collector.Config{})
-	totals := make([][2]uint64, workers)
+	c.SetJob(statsJob)
 	for seq := 1; seq <= batches; seq++ {
 		for w := range workers {
 			h := honest(r, n)
 			if w == 0 {
 				h += uint64(math.Round(float64(n) * bias / 4))
 			}
-			totals[w][0] += n
-			totals[w][1] += h
-			c.Handle(report(fmt.Sprint("w", w), uint64(seq), n, h, totals[w][0], totals[w][1]))
+			e := wire.Entry{Job: statsJob.Job, Seed: statsJob.Seed, Worker: fmt.Sprint("w", w), Seq: uint64(seq), N: n, Hits: h, Kernel: "go"}
+			c.Credit(wire.LedgerEntry{ID: fmt.Sprintf("%d-%d", seq, w), Payload: wire.EncodeEntry(e)})
 		}
 	}
 	return c.Summary()

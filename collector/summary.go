@@ -3,6 +3,8 @@ package collector
 import (
 	"encoding/json"
 	"math"
+	"slices"
+	"strings"
 
 	"github.com/picluster/picluster/mcpi"
 )
@@ -10,27 +12,46 @@ import (
 // Summary is the state of a job as the collector sees it: the object that
 // --json prints and /api/state serves.
 type Summary struct {
-	Channel     string            `json:"channel"`
-	N           mcpi.Count        `json:"n"`
-	Hits        mcpi.Count        `json:"hits"`
-	Pi          Float             `json:"pi"`
-	StdErr      Float             `json:"stderr"`
-	CI95        [2]Float          `json:"ci95"`
-	Workers     int               `json:"workers"`
-	Batches     uint64            `json:"batches"`
-	Anonymous   uint64            `json:"anonymous_batches"`
-	Accepted    uint64            `json:"accepted"` // valid reports received, duplicates included
-	Rejected    uint64            `json:"rejected"`
-	RejectedBy  map[string]uint64 `json:"rejected_by"`
-	Duplicates  uint64            `json:"duplicates"`
-	Seconds     float64           `json:"seconds"`
-	SamplesPerS float64           `json:"samples_per_s"`
-	StoppedBy   string            `json:"stopped_by,omitempty"` // "target", "duration" or "signal"
-	TargetSE    float64           `json:"target_se,omitempty"`
-	ETASeconds  Float             `json:"eta_seconds"` // to the target at the current rate; null without one
-	Checks      Checks            `json:"checks"`
-	Flagged     []string          `json:"flagged"` // ids of the workers whose tally is implausible
-	WorkerTable []WorkerStats     `json:"worker_table"`
+	Channel string `json:"channel"`
+	// Job is the job's id; Mode is "secure" (signed entries only) or "open".
+	Job  string `json:"job"`
+	Mode string `json:"mode"`
+	// N and Hits are the pooled samples and hits: the ledger's entries
+	// credited to workers not quarantined, plus the anonymous batches.
+	N      mcpi.Count `json:"n"`
+	Hits   mcpi.Count `json:"hits"`
+	Pi     Float      `json:"pi"`
+	StdErr Float      `json:"stderr"`
+	CI95   [2]Float   `json:"ci95"`
+	// AnonymousN is the part of N from anonymous (seed-style) reports.
+	AnonymousN mcpi.Count `json:"anonymous_n"`
+	Workers    int        `json:"workers"`
+	// Batches counts the entries credited and the anonymous batches.
+	Batches   uint64 `json:"batches"`
+	Anonymous uint64 `json:"anonymous_batches"`
+	Accepted  uint64 `json:"accepted"`
+	// Rejected counts what was refused, by reason in RejectedBy.
+	Rejected   uint64            `json:"rejected"`
+	RejectedBy map[string]uint64 `json:"rejected_by"`
+	Duplicates uint64            `json:"duplicates"`
+	// Gaps counts the seqs missing between the entries credited to a worker.
+	Gaps uint64 `json:"gaps"`
+	// LedgerPos is the ledger position credited up to.
+	LedgerPos string `json:"ledger_pos"`
+	// Seconds since the collector started; SamplesPerS the rate of the
+	// samples credited since.
+	Seconds     float64 `json:"seconds"`
+	SamplesPerS float64 `json:"samples_per_s"`
+	StoppedBy   string  `json:"stopped_by,omitempty"` // "target", "duration" or "signal"
+	TargetSE    float64 `json:"target_se,omitempty"`
+	ETASeconds  Float   `json:"eta_seconds"` // to the target at the current rate; null without one
+	Checks      Checks  `json:"checks"`
+	// Verification is the replay check; Quarantined the workers it proved
+	// wrong, whose samples are out of N.
+	Verification Verification     `json:"verification"`
+	Quarantined  []QuarantineInfo `json:"quarantined"`
+	Flagged      []string         `json:"flagged"` // ids of the workers whose tally is implausible
+	WorkerTable  []WorkerStats    `json:"worker_table"`
 }
 
 // Float is a float64 that encodes NaN and ±Inf as JSON null: an estimate of
@@ -43,4 +64,81 @@ func (f Float) MarshalJSON() ([]byte, error) {
 		return []byte("null"), nil
 	}
 	return json.Marshal(float64(f))
+}
+
+// Summary returns the job as the collector sees it now.
+func (c *Collector) Summary() Summary {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ver := c.ver.summary() // under c.mu, with the credits: entries are queued under it too
+	t := c.pool.total
+	lo, hi := t.CI95()
+	now := c.cfg.Now()
+	secs := now.Sub(c.started).Seconds()
+	mode := "open"
+	if c.cfg.Key != nil {
+		mode = "secure"
+	}
+	s := Summary{
+		Channel: c.cfg.Channel, Job: c.job.Job, Mode: mode, N: t.N, Hits: t.Hits,
+		Pi: Float(t.Pi()), StdErr: Float(t.StdErr()), CI95: [2]Float{Float(lo), Float(hi)},
+		AnonymousN: c.pool.anon.N,
+		Workers:    len(c.pool.workers) - len(c.pool.quarantined), Batches: c.pool.batches, Anonymous: c.pool.anonBatches,
+		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: c.pool.duplicates, Gaps: c.pool.gaps,
+		LedgerPos: c.pool.pos, Seconds: secs, StoppedBy: c.stopped, TargetSE: c.cfg.TargetSE, Accepted: c.pool.accepted,
+		Verification: ver, Quarantined: []QuarantineInfo{},
+	}
+	for r, n := range c.rejected {
+		s.Rejected = sat(s.Rejected, n)
+		s.RejectedBy[string(r)] = n
+	}
+	s.WorkerTable = make([]WorkerStats, 0, len(c.pool.workers))
+	var quarantined []WorkerStats
+	for id, cr := range c.pool.workers {
+		w := WorkerStats{ID: id, N: cr.TotalN, Hits: cr.TotalHits, Seq: cr.Seq, Kernel: cr.Kernel,
+			Entries: cr.Entries, Gaps: cr.Gaps, Verified: cr.Verified,
+			LastSeen: c.pool.seen[id], Status: presence(now, c.pool.seen[id], cr.Seconds, c.pool.left[id]),
+			tally: mcpi.TallyOf(cr.TotalN, cr.TotalHits)}
+		if cr.Seconds > 0 {
+			w.SamplesPerS = float64(cr.N) / cr.Seconds
+		}
+		if rec, q := c.pool.quarantined[id]; q {
+			w.Status = "quarantined"
+			s.Quarantined = append(s.Quarantined, QuarantineInfo{Worker: id, QuarantineRecord: rec, N: cr.TotalN})
+			quarantined = append(quarantined, w)
+			continue
+		}
+		s.WorkerTable = append(s.WorkerTable, w)
+	}
+	slices.SortFunc(s.Quarantined, func(a, b QuarantineInfo) int { return strings.Compare(a.Worker, b.Worker) })
+	s.Checks = workerStats(s.WorkerTable, t)
+	for i := range quarantined {
+		quarantined[i].Pi, quarantined[i].Z = Float(quarantined[i].tally.Pi()), Float(math.NaN())
+	}
+	s.WorkerTable = append(s.WorkerTable, quarantined...)
+	disp, binom := c.pool.disp.stdErr()
+	s.Checks.Chunks = int(c.pool.disp.m)
+	s.Checks.DispersionRatio = Float(disp / binom)
+	s.Checks.StdErrDispersion = Float(float64(s.StdErr) * disp / binom)
+	s.Flagged = []string{}
+	for _, w := range s.WorkerTable {
+		if w.Flagged {
+			s.Flagged = append(s.Flagged, w.ID)
+		}
+	}
+	if credited := t.N.Sub(c.pool.anon.N).Float64(); credited > 0 {
+		s.Verification.Cost = Float(ver.VerifiedN / credited)
+	} else {
+		s.Verification.Cost = Float(math.NaN())
+	}
+	if secs > 0 && c.synced && c.baseN.Cmp(t.N) < 0 {
+		s.SamplesPerS = t.N.Sub(c.baseN).Float64() / secs
+	}
+	s.ETASeconds = Float(math.NaN())
+	if se := float64(s.StdErr); c.cfg.TargetSE > 0 && se > 0 && s.SamplesPerS > 0 {
+		// SE ∝ 1/√N: the target needs N·(SE/target)² samples in all.
+		need := t.N.Float64() * (se / c.cfg.TargetSE) * (se / c.cfg.TargetSE)
+		s.ETASeconds = Float(max(0, need-t.N.Float64()) / s.SamplesPerS)
+	}
+	return s
 }

@@ -20,15 +20,21 @@ type Config struct {
 	// started with an ID that already has totals resumes from them. Default:
 	// host-pid-random.
 	ID string
-	// Seed seeds every batch together with ID and seq. Nil means a random
-	// seed from crypto/rand. It is carried in every report, so any batch can
-	// be replayed.
-	Seed *uint64
+	// Key signs every entry (HMAC-SHA256): the worker's own key, derived
+	// from the job key by wire.WorkerKey. Nil means unsigned entries, which
+	// only a job in open mode accepts.
+	Key []byte
+	// JobKey, when Key is nil, is the job key the worker derives its own
+	// key from (wire.WorkerKey), for setups that trust the machine with it.
+	JobKey []byte
 	// Threads is the number of goroutines a batch is split across. Default:
 	// runtime.GOMAXPROCS(0). At most mcpi.Groups are used.
 	Threads int
-	// Batch is the number of samples per batch. Zero means batches sized to
-	// take about BatchTime.
+	// Batch is the number of samples per batch: one ledger entry, at most
+	// the job's cap (wire.MaxEntryN by default). Zero means a size that
+	// takes about BatchTime, measured at the start. A worker keeps one size
+	// for its whole life in a job: restarted under its id, it resumes with
+	// the size it had.
 	Batch uint64
 	// BatchTime is the target duration of a batch when Batch is zero.
 	// Default 1s.
@@ -40,8 +46,12 @@ type Config struct {
 	Duration time.Duration
 	// Kernel is the sampling kernel. The zero Kernel means mcpi.Pick().
 	Kernel mcpi.Kernel
-	// FlushTimeout bounds how long the last report may take to reach the bus
-	// when the worker stops. Default 10s.
+	// QueueLimit bounds the entries waiting for the bus; past it sampling
+	// waits. Default 65536 (about 16 MB, and at one entry a second 18 hours
+	// of outage).
+	QueueLimit int
+	// FlushTimeout bounds how long the queued entries may take to reach the
+	// bus when the worker stops. Default 10s.
 	FlushTimeout time.Duration
 	// Logger receives the worker's logs. Default: slog.Default().
 	Logger *slog.Logger
@@ -58,6 +68,8 @@ func (c Config) Validate() error {
 		return errors.New("batch-time: must be ≥ 0")
 	case c.Duration < 0:
 		return errors.New("duration: must be ≥ 0")
+	case c.QueueLimit < 0:
+		return errors.New("queue limit: must be ≥ 0")
 	case c.FlushTimeout < 0:
 		return errors.New("flush timeout: must be ≥ 0")
 	}
@@ -73,9 +85,11 @@ func (c Config) withDefaults() Config {
 		}
 		c.ID = fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), randomUint64()&0xffff)
 	}
-	if c.Seed == nil {
-		s := randomUint64()
-		c.Seed = &s
+	if c.Key == nil && c.JobKey != nil {
+		c.Key = wire.WorkerKey(c.JobKey, c.ID)
+	}
+	if c.QueueLimit == 0 {
+		c.QueueLimit = 1 << 16
 	}
 	if c.Threads == 0 {
 		c.Threads = runtime.GOMAXPROCS(0)

@@ -18,11 +18,15 @@ import (
 // Bus is what a worker needs from the job's transport. internal/redisbus and
 // internal/membus implement it.
 type Bus interface {
-	// Publish sends report to the collectors and records it as the latest
-	// report of worker, both or neither.
-	Publish(ctx context.Context, worker string, report []byte) error
-	// Latest returns the latest report recorded for worker, nil if none.
-	Latest(ctx context.Context, worker string) ([]byte, error)
+	// Append appends entries to the job's ledger and publishes each on the
+	// report channel, in order, all or none.
+	Append(ctx context.Context, entries []wire.Signed) error
+	// ReadLedger returns up to count ledger entries after position after,
+	// oldest first (block ≤ 0: without waiting).
+	ReadLedger(ctx context.Context, after string, count int, block time.Duration) ([]wire.LedgerEntry, error)
+	// Credited returns the checkpoint's ledger position and the credit it
+	// records for worker (nil if none).
+	Credited(ctx context.Context, worker string) (pos string, credit []byte, err error)
 	// State returns the job state, nil if none has been written.
 	State(ctx context.Context) ([]byte, error)
 	// Heartbeat publishes a presence message (wire.Presence) of worker.
@@ -34,8 +38,17 @@ type Bus interface {
 
 // Worker samples and reports. Create one with New.
 type Worker struct {
-	cfg Config
-	bus Bus
+	cfg   Config
+	bus   Bus
+	stats counters
+	q     atomic.Pointer[queue] // the queue of the current Run
+}
+
+// counters are the worker's running figures, for its metrics.
+type counters struct {
+	samples   atomic.Uint64 // samples drawn in entries
+	entries   atomic.Uint64 // entries drawn
+	published atomic.Int64  // when the last append succeeded, Unix ns
 }
 
 // New returns a worker that reports to bus.
@@ -50,18 +63,26 @@ func New(bus Bus, cfg Config) (*Worker, error) {
 func (w *Worker) ID() string { return w.cfg.ID }
 
 var (
-	errJobDone  = errors.New("the job is done")
-	errDuration = errors.New("duration reached")
+	errJobDone    = errors.New("the job is done")
+	errJobChanged = errors.New("the job was reset")
+	errDuration   = errors.New("duration reached")
 )
+
+// job is what the worker knows of its job and of itself in it.
+type job struct {
+	state wire.State
+	seed  uint64
+	seq   uint64 // the last seq in the ledger under this worker's id
+	n     uint64 // the entry size this worker draws; 0 until chosen
+}
 
 // Run samples until ctx is done, the job is done, or a limit of the Config is
 // reached, and returns nil in all those cases. It returns an error only when
-// it cannot work at all: unreadable totals under its id, or totals that would
-// pass 2⁶⁴.
+// it cannot work at all.
 func (w *Worker) Run(ctx context.Context) error {
 	cfg := w.cfg
 	log := cfg.Logger.With("worker", cfg.ID)
-	prev, err := w.start(ctx, log)
+	j, err := w.start(ctx, log)
 	if errors.Is(err, errJobDone) {
 		log.Info("the job is already done; leaving")
 		return nil
@@ -69,9 +90,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	log.Info("worker started", "kernel", cfg.Kernel.Name(), "threads", cfg.Threads,
-		"seed", fmt.Sprintf("%016x", *cfg.Seed), "resumed_at_seq", prev.Seq)
-
+	resumed := j.seq
 	sampleCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	if cfg.Duration > 0 {
@@ -79,16 +98,23 @@ func (w *Worker) Run(ctx context.Context) error {
 		sampleCtx, cancel = context.WithTimeoutCause(sampleCtx, cfg.Duration, errDuration)
 		defer cancel()
 	}
+	if j.n == 0 {
+		j.n = w.entrySize(sampleCtx, j)
+	}
+	log.Info("worker started", "job", j.state.Job, "kernel", cfg.Kernel.Name(), "threads", cfg.Threads,
+		"entry_n", j.n, "resumed_at_seq", resumed, "signed", cfg.Key != nil)
+
 	// The publisher outlives cancellation by at most FlushTimeout, so the
-	// last report still reaches the bus after Ctrl-C.
+	// queued entries still reach the bus after Ctrl-C.
 	pubCtx, cancelPub := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelPub()
-	box := newMailbox()
+	q := newQueue(cfg.QueueLimit)
+	w.q.Store(q)
 	var wg sync.WaitGroup
-	wg.Go(func() { w.publish(pubCtx, box, stop, log) })
+	wg.Go(func() { w.publish(pubCtx, q, j.state.Job, stop, log) })
 
-	last, err := w.sample(sampleCtx, prev, box, log)
-	box.close()
+	seq, total, err := w.sample(sampleCtx, j, q, log)
+	q.close()
 	flush := time.AfterFunc(cfg.FlushTimeout, cancelPub)
 	wg.Wait()
 	flush.Stop()
@@ -97,105 +123,165 @@ func (w *Worker) Run(ctx context.Context) error {
 	switch cause := context.Cause(sampleCtx); {
 	case errors.Is(cause, errJobDone):
 		why = "job done"
+	case errors.Is(cause, errJobChanged):
+		why = "job reset: this worker's entries belong to the old job"
 	case errors.Is(cause, errDuration):
 		why = "duration"
 	case ctx.Err() != nil:
 		why = "cancelled"
 	}
-	log.Info("worker stopped", "reason", why, "batches", last.Seq-prev.Seq, "seq", last.Seq,
-		"total_n", last.TotalN, "pi", mcpi.TallyOf(last.TotalN, last.TotalHits).Pi())
+	if left := q.len(); left > 0 {
+		log.Error("entries did not reach the bus before the flush timeout", "lost_entries", left)
+	}
+	log.Info("worker stopped", "reason", why, "entries", seq-resumed, "seq", seq, "n_this_run", total)
 	return err
 }
 
-// start waits for the bus, leaves if the job is done, and returns the latest
-// report recorded under the worker's id (zero if none), to resume from.
-func (w *Worker) start(ctx context.Context, log *slog.Logger) (wire.Report, error) {
-	var prev wire.Report
-	err := backoff.Retry(ctx, log, "read the job state and this worker's totals", func() (err error) {
-		prev, err = w.resume(ctx)
-		if errors.Is(err, errJobDone) || errors.As(err, new(*wire.Error)) {
+// start waits for the bus and for the job, leaves if the job is done, and
+// finds where this worker's entries in the ledger end, to resume after.
+func (w *Worker) start(ctx context.Context, log *slog.Logger) (job, error) {
+	var j job
+	waiting := false
+	err := backoff.Retry(ctx, log, "read the job state and this worker's place in the ledger", func() (err error) {
+		j, err = w.resume(ctx)
+		switch {
+		case errors.Is(err, errNoJob):
+			if !waiting {
+				log.Info("no job yet: waiting for a collector to create it")
+				waiting = true
+			}
+		case errors.Is(err, errJobDone), errors.As(err, new(*wire.Error)):
 			return backoff.Permanent(err)
 		}
 		return err
 	})
-	return prev, err
+	return j, err
 }
 
-func (w *Worker) resume(ctx context.Context) (wire.Report, error) {
-	if done, err := w.jobDone(ctx); err != nil || done {
-		if done {
-			return wire.Report{}, errJobDone
-		}
-		return wire.Report{}, err
-	}
-	b, err := w.bus.Latest(ctx, w.cfg.ID)
-	if err != nil || b == nil {
-		return wire.Report{}, err
-	}
-	r, err := wire.Decode(b)
-	if err != nil {
-		return wire.Report{}, fmt.Errorf("resume worker %q from its recorded totals: %w", w.cfg.ID, err)
-	}
-	return r, nil
-}
+var errNoJob = errors.New("no job state yet")
 
-func (w *Worker) jobDone(ctx context.Context) (bool, error) {
+func (w *Worker) resume(ctx context.Context) (job, error) {
 	b, err := w.bus.State(ctx)
-	if err != nil || b == nil {
-		return false, err
+	if err != nil {
+		return job{}, err
+	}
+	if b == nil {
+		return job{}, errNoJob
 	}
 	s, err := wire.DecodeState(b)
-	return err == nil && s.Status == wire.Done, nil // an unreadable state is not a stop
+	if err != nil {
+		return job{}, fmt.Errorf("job state: %w", err)
+	}
+	if s.Status == wire.Done {
+		return job{}, errJobDone
+	}
+	if s.Job == "" {
+		return job{}, errNoJob // a v1 collector's state: wait for a v2 one
+	}
+	j := job{state: s}
+	if j.seed, err = wire.ParseSeed(s.Seed); err != nil {
+		return job{}, fmt.Errorf("job state: %w", err)
+	}
+	if s.MaxN == 0 || s.MaxN > wire.MaxEntryN {
+		j.state.MaxN = wire.MaxEntryN
+	}
+	pos, credit, err := w.bus.Credited(ctx, w.cfg.ID)
+	if err != nil {
+		return job{}, err
+	}
+	if credit != nil {
+		cr, err := wire.DecodeCredit(credit)
+		if err != nil {
+			return job{}, fmt.Errorf("this worker's checkpoint: %w", err)
+		}
+		j.seq, j.n = cr.Seq, cr.N
+	}
+	// Entries appended after the checkpoint are not credited yet: find
+	// ours. With a key, only entries it signed are ours: anyone may append
+	// an entry under this worker's id.
+	for {
+		entries, err := w.bus.ReadLedger(ctx, pos, 1000, 0)
+		if err != nil {
+			return job{}, err
+		}
+		for _, le := range entries {
+			e, err := wire.DecodeEntry(le.Payload)
+			mine := err == nil && e.Worker == w.cfg.ID && e.Job == s.Job && e.Seq > j.seq &&
+				(w.cfg.Key == nil || wire.SignatureOK(w.cfg.Key, le.Payload, le.Sig))
+			if mine {
+				j.seq, j.n = e.Seq, e.N
+			}
+			pos = le.ID
+		}
+		if len(entries) < 1000 {
+			return j, nil
+		}
+	}
 }
 
-// sample draws batches until ctx is done or MaxBatches, handing each
-// cumulative report to box. It returns the last report.
-func (w *Worker) sample(ctx context.Context, prev wire.Report, box *mailbox, log *slog.Logger) (wire.Report, error) {
+// entrySize returns the samples per entry: Config.Batch, or what takes about
+// BatchTime on this machine, measured on a few unpublished batches; at most
+// the job's cap.
+func (w *Worker) entrySize(ctx context.Context, j job) uint64 {
 	cfg := w.cfg
-	last := prev
-	n := cfg.Batch
-	if n == 0 {
-		n = 64 * mcpi.Lanes // a first batch of a few milliseconds measures the speed
+	if cfg.Batch > 0 {
+		return min(cfg.Batch, j.state.MaxN)
 	}
-	lastLog := time.Now()
-	for b := uint64(0); cfg.MaxBatches == 0 || b < cfg.MaxBatches; b++ {
-		if last.TotalN > math.MaxUint64-n {
-			return last, fmt.Errorf("worker %q: totals would pass 2⁶⁴ samples; start it under a new --id", cfg.ID)
-		}
+	n := uint64(64 * mcpi.Lanes)
+	for {
 		start := time.Now()
-		batch := mcpi.Batch{Key: mcpi.Key{Seed: *cfg.Seed, Worker: cfg.ID, Seq: last.Seq + 1}, N: n}
-		hits, ok := Hits(ctx, batch, cfg.Kernel, cfg.Threads)
-		if !ok {
-			return last, nil // cancelled mid-batch: the batch is dropped, never half-reported
+		// seq 0 is never in the ledger: this batch only measures the speed.
+		if _, ok := Hits(ctx, mcpi.Batch{Key: mcpi.Key{Seed: j.seed, Worker: cfg.ID}, N: n}, cfg.Kernel, cfg.Threads); !ok {
+			return min(n, j.state.MaxN)
 		}
 		took := time.Since(start)
-		last = wire.Report{N: n, Hits: hits, Worker: cfg.ID, Seq: batch.Seq,
-			TotalN: last.TotalN + n, TotalHits: last.TotalHits + hits,
-			Seed: fmt.Sprintf("%016x", *cfg.Seed), Kernel: cfg.Kernel.Name(), Seconds: took.Seconds()}
-		box.put(last)
-		rate := float64(n) / took.Seconds()
-		log.Debug("batch", "seq", last.Seq, "n", n, "hits", hits, "samples_per_s", rate)
-		if time.Since(lastLog) >= 10*time.Second {
-			log.Info("sampling", "seq", last.Seq, "total_n", last.TotalN, "samples_per_s", rate)
-			lastLog = time.Now()
+		if took >= 50*time.Millisecond || n >= j.state.MaxN {
+			want := float64(n) * float64(cfg.BatchTime) / float64(took)
+			return max(mcpi.Lanes, min(uint64(want)/mcpi.Lanes*mcpi.Lanes, j.state.MaxN))
 		}
-		if cfg.Batch == 0 {
-			n = nextBatch(n, took, cfg.BatchTime)
-		}
+		n *= 4
 	}
-	return last, nil
 }
 
-// nextBatch sizes the next batch to take about target, from how long a batch
-// of n took. It grows at most 16-fold and shrinks at most 4-fold a step.
-func nextBatch(n uint64, took, target time.Duration) uint64 {
-	f := float64(target) / float64(max(took, time.Microsecond))
-	f = min(max(f, 0.25), 16)
-	next := float64(n) * f
-	if next >= 1<<62 {
-		return 1 << 62
+// sample draws entries until ctx is done or MaxBatches, queueing each. It
+// returns the last seq drawn and the samples drawn in this run.
+func (w *Worker) sample(ctx context.Context, j job, q *queue, log *slog.Logger) (uint64, uint64, error) {
+	cfg := w.cfg
+	seq, total := j.seq, uint64(0)
+	seed := wire.FormatSeed(j.seed)
+	lastLog := time.Now()
+	for b := uint64(0); cfg.MaxBatches == 0 || b < cfg.MaxBatches; b++ {
+		if seq == math.MaxUint64 {
+			return seq, total, fmt.Errorf("worker %q: no seq left after %d (in open mode anyone can append under an id); start it under a new --id", cfg.ID, seq)
+		}
+		start := time.Now()
+		batch := mcpi.Batch{Key: mcpi.Key{Seed: j.seed, Worker: cfg.ID, Seq: seq + 1}, N: j.n}
+		hits, ok := Hits(ctx, batch, cfg.Kernel, cfg.Threads)
+		if !ok {
+			return seq, total, nil // cancelled mid-batch: the batch is dropped, never half-reported
+		}
+		took := time.Since(start)
+		seq++
+		total += j.n
+		payload := wire.EncodeEntry(wire.Entry{Job: j.state.Job, Worker: cfg.ID, Seq: seq, N: j.n, Hits: hits,
+			Seed: seed, Kernel: cfg.Kernel.Name(), Seconds: took.Seconds()})
+		s := wire.Signed{Payload: payload}
+		if cfg.Key != nil {
+			s.Sig = wire.Sign(cfg.Key, payload)
+		}
+		w.stats.samples.Add(j.n)
+		w.stats.entries.Add(1)
+		if err := q.put(ctx, s, log); err != nil {
+			return seq - 1, total - j.n, nil // stopped while the queue was full: the entry is dropped
+		}
+		rate := float64(j.n) / took.Seconds()
+		log.Debug("entry", "seq", seq, "n", j.n, "hits", hits, "samples_per_s", rate)
+		if time.Since(lastLog) >= 10*time.Second {
+			log.Info("sampling", "seq", seq, "n_this_run", total, "samples_per_s", rate, "queued", q.len())
+			lastLog = time.Now()
+		}
 	}
-	return max(uint64(next), mcpi.Lanes)
+	return seq, total, nil
 }
 
 // Hits computes batch b with kernel k on threads goroutines, each taking the
@@ -224,16 +310,20 @@ func Hits(ctx context.Context, b mcpi.Batch, k mcpi.Kernel, threads int) (uint64
 	return total.Load(), done.Load() == mcpi.Groups
 }
 
-// publish sends the newest report in box until box is closed and its last
-// report sent, or ctx is done. After each publish, and on every control
-// message, it reads the job state and stops sampling when the job is done.
-func (w *Worker) publish(ctx context.Context, box *mailbox, stop context.CancelCauseFunc, log *slog.Logger) {
+// appendMax is the most entries one Append carries.
+const appendMax = 512
+
+// publish appends the queued entries in order, many at a time, until the
+// queue is closed and empty, or ctx is done. After each append, and on every
+// control message, it reads the job state and stops sampling when the job is
+// done or was reset.
+func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop context.CancelCauseFunc, log *slog.Logger) {
 	ctrlCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	control := w.bus.Control(ctrlCtx)
 	heartbeat := time.NewTicker(wire.HeartbeatInterval)
 	defer heartbeat.Stop()
-	defer w.presence(ctx, wire.Left) // after the last report: a clean goodbye
+	defer w.presence(ctx, wire.Left) // after the last entry: a clean goodbye
 	var bo backoff.Backoff
 	for {
 		select {
@@ -246,36 +336,37 @@ func (w *Worker) publish(ctx context.Context, box *mailbox, stop context.CancelC
 			if !ok {
 				control = nil
 			}
-			w.checkState(ctx, stop)
+			w.checkState(ctx, jobID, stop)
 			continue
-		case <-box.ready:
+		case <-q.ready:
 		}
-		r, closed := box.take()
-		for r != nil {
-			err := w.bus.Publish(ctx, w.cfg.ID, wire.Encode(*r))
-			if err == nil {
-				heartbeat.Reset(wire.HeartbeatInterval) // a report says alive too
-				if bo.Failures() > 0 {
-					log.Info("bus is back; reports go through again", "seq", r.Seq)
+		for {
+			batch, closed := q.peek(appendMax)
+			if len(batch) == 0 {
+				if closed {
+					return
 				}
-				bo.Reset()
 				break
 			}
+			err := w.bus.Append(ctx, batch)
+			if err == nil {
+				q.drop(len(batch))
+				w.stats.published.Store(time.Now().UnixNano())
+				heartbeat.Reset(wire.HeartbeatInterval) // an entry says alive too
+				if bo.Failures() > 0 {
+					log.Info("bus is back; the queued entries go through", "queued", q.len())
+				}
+				bo.Reset()
+				continue
+			}
 			if bo.Failures() == 0 {
-				log.Warn("publish failed; sampling goes on and the totals catch up on reconnect", "seq", r.Seq, "err", err)
+				log.Warn("append failed; sampling goes on and the queue catches up on reconnect", "queued", q.len(), "err", err)
 			}
 			if bo.Wait(ctx) != nil {
-				log.Error("the last report did not reach the bus", "seq", r.Seq, "err", err)
 				return
 			}
-			if newer, c := box.take(); newer != nil { // publish the newest, it includes r
-				r, closed = newer, c
-			}
 		}
-		if closed {
-			return
-		}
-		w.checkState(ctx, stop)
+		w.checkState(ctx, jobID, stop)
 	}
 }
 
@@ -284,49 +375,34 @@ func (w *Worker) presence(ctx context.Context, status string) {
 	_ = w.bus.Heartbeat(ctx, w.cfg.ID, wire.EncodePresence(wire.Presence{Worker: w.cfg.ID, Status: status, At: time.Now()}))
 }
 
-func (w *Worker) checkState(ctx context.Context, stop context.CancelCauseFunc) {
-	if done, _ := w.jobDone(ctx); done { // an error here is retried at the next report
+// checkState stops sampling when the job is done or is another job now. An
+// unreadable state is no stop: it is read again at the next append.
+func (w *Worker) checkState(ctx context.Context, jobID string, stop context.CancelCauseFunc) {
+	b, err := w.bus.State(ctx)
+	if err != nil {
+		return
+	}
+	if b == nil {
+		stop(errJobChanged)
+		return
+	}
+	s, err := wire.DecodeState(b)
+	switch {
+	case err != nil:
+	case s.Job != jobID:
+		stop(errJobChanged)
+	case s.Status == wire.Done:
 		stop(errJobDone)
 	}
 }
 
-// mailbox holds the newest report not yet published. Reports are
-// cumulative, so an unpublished older one is never needed.
-type mailbox struct {
-	ready  chan struct{} // holds a token while there is something to take
-	mu     sync.Mutex
-	r      *wire.Report
-	closed bool
-}
-
-func newMailbox() *mailbox { return &mailbox{ready: make(chan struct{}, 1)} }
-
-func (m *mailbox) put(r wire.Report) {
-	m.mu.Lock()
-	m.r = &r
-	m.mu.Unlock()
-	m.signal()
-}
-
-func (m *mailbox) close() {
-	m.mu.Lock()
-	m.closed = true
-	m.mu.Unlock()
-	m.signal()
-}
-
-func (m *mailbox) signal() {
-	select {
-	case m.ready <- struct{}{}:
-	default:
+// Queued returns how many entries wait for the bus.
+func (w *Worker) Queued() int {
+	if q := w.q.Load(); q != nil {
+		return q.len()
 	}
+	return 0
 }
 
-// take returns the newest report (nil if none) and whether the box is closed.
-func (m *mailbox) take() (*wire.Report, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r := m.r
-	m.r = nil
-	return r, m.closed
-}
+// Drawn returns how many entries the worker has drawn in this run.
+func (w *Worker) Drawn() uint64 { return w.stats.entries.Load() }

@@ -8,8 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
+	"os"
 	"sync"
+
+	"github.com/picluster/picluster/internal/redisbus"
+	"github.com/picluster/picluster/internal/wire"
+	"github.com/picluster/picluster/worker"
 )
 
 const usage = `picluster estimates π by Monte Carlo on every core of as many machines as
@@ -21,6 +25,9 @@ Usage:
   picluster worker     [flags]   sample and report to Redis
   picluster collector  [flags]   pool the reports, show the estimate, stop at a target
   picluster bench      [flags]   measure the sampler's samples/s per kernel and thread count
+  picluster verify     [flags]   replay a sample of the job's ledger and check it
+  picluster key        [flags]   make a job key, or derive a worker's key from it
+  picluster acl        [flags]   print Redis ACL users for a collector and its workers
   picluster help       [command]
 
 Run "picluster COMMAND -h" for a command's flags. Every command that talks to
@@ -54,6 +61,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return env.collectorCmd(ctx, rest)
 	case "bench":
 		return env.benchCmd(ctx, rest)
+	case "verify":
+		return env.verifyCmd(ctx, rest)
+	case "key":
+		return env.keyCmd(ctx, rest)
+	case "acl":
+		return env.aclCmd(ctx, rest)
 	case "help", "-h", "-help", "--help":
 		if len(rest) > 0 && rest[0] != "help" {
 			return run(ctx, []string{rest[0], "-h"}, getenv, stdout, stderr)
@@ -138,17 +151,87 @@ func helped(args []string) bool {
 	return false
 }
 
-// common are the flags of every command.
+// common are the flags of every command that talks to Redis.
 type common struct {
 	redis   string
 	channel string
+	keyFile string
+	tls     redisbus.TLSFiles
 	verbose bool
 }
 
+// commonFlags registers the common flags. Defaults that come from the
+// environment are filled in after parsing (fill), so that a password in
+// REDIS_URL never shows in -h.
 func (e *env) commonFlags(fs *flag.FlagSet, c *common, redisHelp string) {
-	fs.StringVar(&c.redis, "redis", e.getenv("REDIS_URL"), redisHelp+" (redis://[user:password@]host:port[/db] or rediss://; default $REDIS_URL)")
-	fs.StringVar(&c.channel, "channel", "pi_collector", "the job's report `channel`; its keys are {channel}:totals, :state, :control")
+	fs.StringVar(&c.redis, "redis", "", redisHelp+" (`url` redis://[user:password@]host:port[/db] or rediss://…; default $REDIS_URL)")
+	fs.StringVar(&c.channel, "channel", "pi_collector", "the job's report `channel`; its keys are {channel}:ledger, :state, :checkpoint, …")
+	fs.StringVar(&c.keyFile, "key-file", "", "the job key, or a worker's key (picluster key), from this `file`: secure mode (default $PICLUSTER_KEY_FILE, or the key itself in $PICLUSTER_KEY)")
+	fs.StringVar(&c.tls.CA, "tls-ca", "", "verify Redis's TLS certificate against this CA `file` (PEM; default $PICLUSTER_TLS_CA)")
+	fs.StringVar(&c.tls.Cert, "tls-cert", "", "client certificate `file` for mutual TLS (PEM; default $PICLUSTER_TLS_CERT)")
+	fs.StringVar(&c.tls.Key, "tls-key", "", "client key `file` for mutual TLS (PEM; default $PICLUSTER_TLS_KEY)")
 	fs.BoolVar(&c.verbose, "verbose", false, "log every batch and message (debug level)")
+}
+
+// fill takes what the flags left empty from the environment.
+func (e *env) fill(c *common) {
+	for _, f := range []struct {
+		v   *string
+		env string
+	}{{&c.redis, "REDIS_URL"}, {&c.keyFile, "PICLUSTER_KEY_FILE"}, {&c.tls.CA, "PICLUSTER_TLS_CA"},
+		{&c.tls.Cert, "PICLUSTER_TLS_CERT"}, {&c.tls.Key, "PICLUSTER_TLS_KEY"}} {
+		if *f.v == "" {
+			*f.v = e.getenv(f.env)
+		}
+	}
+}
+
+// key reads the key of --key-file or $PICLUSTER_KEY: a job key (worker
+// empty), or a worker key bound to worker. No key is nil, nil.
+func (e *env) key(c common) (worker string, key []byte, err error) {
+	var b []byte
+	switch {
+	case c.keyFile != "":
+		if b, err = os.ReadFile(c.keyFile); err != nil {
+			return "", nil, fmt.Errorf("--key-file: %w", err)
+		}
+	case e.getenv("PICLUSTER_KEY") != "":
+		b = []byte(e.getenv("PICLUSTER_KEY"))
+	default:
+		return "", nil, nil
+	}
+	worker, key, err = wire.ParseKey(b)
+	if err != nil {
+		return "", nil, fmt.Errorf("--key-file: %w", err)
+	}
+	return worker, key, nil
+}
+
+// jobKey returns the job key, nil for open mode; a worker's key is refused.
+func (e *env) jobKey(c common) ([]byte, error) {
+	w, key, err := e.key(c)
+	if err == nil && w != "" {
+		err = fmt.Errorf("--key-file holds the worker key of %q; this command needs the job key", w)
+	}
+	return key, err
+}
+
+// workerKey sets cfg's signing key: a worker key binds the worker's id, a
+// job key derives it.
+func (e *env) workerKey(c common, cfg *worker.Config) error {
+	w, key, err := e.key(c)
+	switch {
+	case err != nil:
+		return err
+	case key == nil:
+	case w == "":
+		cfg.JobKey = key
+	case cfg.ID != "" && cfg.ID != w:
+		return fmt.Errorf("--id %q: the worker key file is for %q", cfg.ID, w)
+	default:
+		cfg.ID, cfg.Key = w, key
+	}
+	return nil
 }
 
 // logger logs to stderr: the data of a command goes to stdout.
@@ -158,14 +241,4 @@ func (e *env) logger(c common) *slog.Logger {
 		level = slog.LevelDebug
 	}
 	return slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: level}))
-}
-
-// redactURL hides a password in a Redis URL for logs.
-func redactURL(u string) string {
-	if at := strings.LastIndex(u, "@"); at >= 0 {
-		if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
-			return u[:scheme+3] + "…@" + u[at+1:]
-		}
-	}
-	return u
 }

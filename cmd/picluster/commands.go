@@ -23,33 +23,24 @@ type workerFlags struct {
 	batch      uint64
 	batchTime  time.Duration
 	maxBatches uint64
-	seed       string
 	id         string
 	kernel     string
 }
 
 func (f *workerFlags) register(fs *flag.FlagSet, withID bool) {
 	fs.IntVar(&f.threads, "threads", 0, "sampling `threads` per worker (default: every core)")
-	fs.Uint64Var(&f.batch, "batch", 0, "`samples` per batch (default: sized by --batch-time)")
+	fs.Uint64Var(&f.batch, "batch", 0, "`samples` per batch, one ledger entry (default: sized by --batch-time; at most the job's cap, 2³²)")
 	fs.DurationVar(&f.batchTime, "batch-time", time.Second, "target `duration` of a batch when --batch is not given")
 	fs.Uint64Var(&f.maxBatches, "max-batches", 0, "stop after this many `batches` (default: no limit)")
-	fs.StringVar(&f.seed, "seed", "", "64-bit `seed`, decimal or 0x-hex (default: random); with --id and the batch number it makes every batch replayable")
 	fs.StringVar(&f.kernel, "kernel", "auto", "sampling `kernel`: auto, avx512, avx2 or go")
 	if withID {
-		fs.StringVar(&f.id, "id", "", "worker `id` in reports (default: host-pid-random); a worker restarted under the same id resumes its totals")
+		fs.StringVar(&f.id, "id", "", "worker `id` in the ledger (default: host-pid-random, or the id a worker key file is bound to); a worker restarted under the same id resumes after its last entry")
 	}
 }
 
 func (f *workerFlags) config(log *slog.Logger) (worker.Config, error) {
 	cfg := worker.Config{ID: f.id, Threads: f.threads, Batch: f.batch, BatchTime: f.batchTime,
 		MaxBatches: f.maxBatches, Logger: log}
-	if f.seed != "" {
-		s, err := strconv.ParseUint(f.seed, 0, 64)
-		if err != nil {
-			return cfg, fmt.Errorf("--seed %q: want a 64-bit unsigned integer", f.seed)
-		}
-		cfg.Seed = &s
-	}
 	k, err := mcpi.ParseKernel(f.kernel)
 	if err != nil {
 		return cfg, fmt.Errorf("--kernel: %w", err)
@@ -60,6 +51,9 @@ func (f *workerFlags) config(log *slog.Logger) (worker.Config, error) {
 
 // collectorFlags are the flags of a collector.
 type collectorFlags struct {
+	seed         string
+	verify       float64
+	maxN         uint64
 	targetSE     float64
 	targetDigits int
 	json         bool
@@ -78,6 +72,9 @@ func (f *collectorFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.reset, "reset", false, "delete the job's totals and state first: a new job on an old channel")
 	fs.StringVar(&f.plot, "plot", "", "write the convergence to this PNG `file` at exit")
 	fs.DurationVar(&f.plotEvery, "plot-every", 0, "with --plot, also rewrite the PNG this often while running")
+	fs.StringVar(&f.seed, "seed", "", "64-bit `seed` of a new job, decimal or 0x-hex (default: random); with a worker's id and batch number it makes every batch replayable")
+	fs.Float64Var(&f.verify, "verify-fraction", 0.01, "share of the samples replayed to check them (`fraction`, 0 … 1); improbable entries are always replayed")
+	fs.Uint64Var(&f.maxN, "max-n", 0, "most `samples` one ledger entry of a new job may carry (default 2³²)")
 	fs.StringVar(&f.http, "http", "", "serve the dashboard, /api/state, /api/events, /metrics and /healthz on `addr` ([host]:port; no host means 127.0.0.1)")
 }
 
@@ -97,12 +94,24 @@ func (f *collectorFlags) target() (float64, error) {
 }
 
 // collector returns the collector the flags describe, reading from bus.
-func (f *collectorFlags) collector(bus collector.Bus, c common, log *slog.Logger) (*collector.Collector, error) {
+func (f *collectorFlags) collector(bus collector.Bus, c common, jobKey []byte, log *slog.Logger) (*collector.Collector, error) {
 	se, err := f.target()
 	if err != nil {
 		return nil, err
 	}
-	return collector.New(bus, collector.Config{Channel: c.channel, TargetSE: se, Reset: f.reset, Logger: log})
+	cfg := collector.Config{Channel: c.channel, TargetSE: se, Reset: f.reset, Key: jobKey,
+		VerifyFraction: f.verify, MaxN: f.maxN, Logger: log}
+	if f.verify == 0 {
+		cfg.VerifyFraction = 1e-300 // 0 means the default to Config; the flag means none by lot
+	}
+	if f.seed != "" {
+		s, err := strconv.ParseUint(f.seed, 0, 64)
+		if err != nil {
+			return nil, fmt.Errorf("--seed %q: want a 64-bit unsigned integer", f.seed)
+		}
+		cfg.Seed = &s
+	}
+	return collector.New(bus, cfg)
 }
 
 func (e *env) workerCmd(ctx context.Context, args []string) error {
@@ -116,12 +125,16 @@ func (e *env) workerCmd(ctx context.Context, args []string) error {
 	if err := e.parse(fs, "Samples on every core and reports to the job's channel until the job is done,\na limit is reached, or Ctrl-C (which still delivers the last report).", args); err != nil || helped(args) {
 		return err
 	}
+	e.fill(&c)
 	log := e.logger(c)
 	cfg, err := wf.config(log)
 	if err != nil {
 		return err
 	}
 	cfg.Duration = duration
+	if err := e.workerKey(c, &cfg); err != nil {
+		return err
+	}
 	bus, err := e.openRedis(c, log)
 	if err != nil {
 		return err
@@ -138,11 +151,11 @@ func (e *env) openRedis(c common, log *slog.Logger) (*redisbus.Bus, error) {
 	if c.redis == "" {
 		return nil, errors.New("no Redis: give --redis redis://host:6379 or set REDIS_URL (picluster run needs none)")
 	}
-	bus, err := redisbus.Open(c.redis, c.channel, log)
+	bus, err := redisbus.Open(c.redis, c.channel, redisbus.Options{TLS: &c.tls, Log: log})
 	if err != nil {
 		return nil, err
 	}
-	log.Info("using Redis", "url", redactURL(c.redis), "channel", c.channel)
+	log.Info("using Redis", "url", redisbus.Redact(c.redis), "channel", c.channel)
 	return bus, nil
 }
 
@@ -157,13 +170,18 @@ func (e *env) collectorCmd(ctx context.Context, args []string) error {
 	if err := e.parse(fs, "Pools every report of the job into one estimate of π with its standard error,\nand ends the job when --target-se is reached.", args); err != nil || helped(args) {
 		return err
 	}
+	e.fill(&c)
 	log := e.logger(c)
+	jobKey, err := e.jobKey(c)
+	if err != nil {
+		return err
+	}
 	bus, err := e.openRedis(c, log)
 	if err != nil {
 		return err
 	}
 	defer bus.Close()
-	col, err := cf.collector(bus, c, log)
+	col, err := cf.collector(bus, c, jobKey, log)
 	if err != nil {
 		return err
 	}
@@ -187,10 +205,15 @@ func (e *env) runCmd(ctx context.Context, args []string) error {
 	if err := e.parse(fs, "Runs workers and a collector in one process, on an in-memory bus unless --redis\nis given, and shows the estimate converging.", args); err != nil || helped(args) {
 		return err
 	}
+	e.fill(&c)
 	if workers < 1 {
 		return errors.New("--workers: want at least 1")
 	}
 	log := e.logger(c)
+	jobKey, err := e.jobKey(c)
+	if err != nil {
+		return err
+	}
 	var bus interface {
 		worker.Bus
 		collector.Bus
@@ -205,7 +228,7 @@ func (e *env) runCmd(ctx context.Context, args []string) error {
 	} else {
 		bus = membus.New()
 	}
-	col, err := cf.collector(bus, c, log)
+	col, err := cf.collector(bus, c, jobKey, log)
 	if err != nil {
 		return err
 	}
@@ -215,6 +238,7 @@ func (e *env) runCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		cfg.JobKey = jobKey
 		w, err := worker.New(bus, cfg)
 		if err != nil {
 			return err

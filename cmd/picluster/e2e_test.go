@@ -131,26 +131,54 @@ func (p *proc) summary(t *testing.T) collector.Summary {
 	return s
 }
 
-// totals sums the workers' totals recorded in Redis.
-func totals(t *testing.T, url string) (n, hits mcpi.Count, workers int) {
+// totals sums the entries of the ledger in Redis that a collector credits:
+// those of the job in the state, from workers not quarantined.
+func totals(t *testing.T, url string, opts ...string) (n, hits mcpi.Count, workers int) {
 	t.Helper()
-	bus, err := redisbus.Open(url, "pi_collector", nil)
+	channel := "pi_collector"
+	if len(opts) > 0 {
+		channel = opts[0]
+	}
+	bus, err := redisbus.Open(url, channel, redisbus.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer bus.Close()
-	all, err := bus.Totals(t.Context())
+	b, err := bus.State(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range all {
-		r, err := wire.Decode(b)
-		if err != nil {
-			t.Fatalf("totals hold an invalid report: %v", err)
-		}
-		n, hits = n.Add(mcpi.CountOf(r.TotalN)), hits.Add(mcpi.CountOf(r.TotalHits))
+	st, err := wire.DecodeState(b)
+	if err != nil {
+		t.Fatalf("job state: %v", err)
 	}
-	return n, hits, len(all)
+	q, err := bus.Quarantined(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	seen := map[string]bool{} // an append retried after a lost reply may be in the ledger twice; it counts once
+	pos := ""
+	for {
+		page, err := bus.ReadLedger(t.Context(), pos, 1000, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, le := range page {
+			pos = le.ID
+			e, err := wire.DecodeEntry(le.Payload)
+			key := fmt.Sprintf("%s\x00%d", e.Worker, e.Seq)
+			if err != nil || e.Job != st.Job || q[e.Worker] != nil || seen[key] {
+				continue
+			}
+			seen[key] = true
+			n, hits = n.Add(mcpi.CountOf(e.N)), hits.Add(mcpi.CountOf(e.Hits))
+			ids[e.Worker] = true
+		}
+		if len(page) < 1000 {
+			return n, hits, len(ids)
+		}
+	}
 }
 
 func redisCLI(t *testing.T, srv *redistest.Server, args ...string) string {
@@ -164,16 +192,17 @@ func redisCLI(t *testing.T, srv *redistest.Server, args ...string) string {
 }
 
 // TestClusterOverRedis: a collector and two worker processes over a real
-// redis-server; the collector's N is exactly the workers' totals in Redis
-// plus a seed-style report, garbage is counted and survived; and collectors
-// started late, or again after kill -9, rebuild the same N from Redis.
+// redis-server; the collector's N is exactly the ledger's sum plus a
+// seed-style report, garbage is counted and survived; and collectors started
+// late, or again after kill -9, find the same N in the checkpoint and the
+// ledger.
 func TestClusterOverRedis(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
 	srv := redistest.Start(t)
 	col := start(t, "collector", "--redis", srv.URL(), "--json", "--interval", "100ms")
-	col.waitOutput(t, "rebuilt the job from the bus", 20*time.Second)
+	col.waitOutput(t, "job loaded from the ledger", 20*time.Second)
 
 	var workers []*proc
 	for i := range 2 {
@@ -212,7 +241,7 @@ func TestClusterOverRedis(t *testing.T) {
 
 	// Killed with SIGKILL and started again: the same N.
 	killed := start(t, "collector", "--redis", srv.URL(), "--json")
-	killed.waitOutput(t, "rebuilt the job from the bus", 20*time.Second)
+	killed.waitOutput(t, "job loaded from the ledger", 20*time.Second)
 	_ = killed.cmd.Process.Kill()
 	again := start(t, "collector", "--redis", srv.URL(), "--json", "--duration", "1s")
 	again.wait(t, 20*time.Second)
@@ -289,7 +318,7 @@ func TestTargetStopsTheClusterOverRedis(t *testing.T) {
 	}
 	srv := redistest.Start(t)
 	col := start(t, "collector", "--redis", srv.URL(), "--json", "--target-se", "2e-5")
-	col.waitOutput(t, "rebuilt the job from the bus", 20*time.Second)
+	col.waitOutput(t, "job loaded from the ledger", 20*time.Second)
 	w1 := start(t, "worker", "--redis", srv.URL(), "--threads", "1", "--batch-time", "200ms")
 	w2 := start(t, "worker", "--redis", srv.URL(), "--threads", "1", "--batch-time", "200ms")
 	col.wait(t, 120*time.Second)
@@ -352,8 +381,8 @@ func TestRunServesHTTP(t *testing.T) {
 	last, events := time.Now(), 0
 	for events < 4 && sc.Scan() {
 		if strings.HasPrefix(sc.Text(), "data: ") {
-			if gap := time.Since(last); gap > time.Second {
-				t.Errorf("%v between events, want at most 1s", gap)
+			if gap := time.Since(last); gap > 5*time.Second { // 4 a second when the machine is not loaded
+				t.Errorf("%v between events: the stream stalled", gap)
 			}
 			last = time.Now()
 			events++

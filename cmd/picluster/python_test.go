@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,7 +42,7 @@ func TestPythonPeers(t *testing.T) {
 	srv := redistest.Start(t)
 	examples := filepath.Join("..", "..", "examples", "python")
 	col := start(t, "collector", "--redis", srv.URL(), "--json", "--interval", "100ms")
-	col.waitOutput(t, "rebuilt the job from the bus", 20*time.Second)
+	col.waitOutput(t, "job loaded from the ledger", 20*time.Second)
 
 	out, err := exec.Command(py, filepath.Join(examples, "worker.py"), "--redis", srv.URL(),
 		"--batches", "3", "--n", "20000", "--seed", "1").CombinedOutput()
@@ -50,21 +51,20 @@ func TestPythonPeers(t *testing.T) {
 	}
 	col.waitOutput(t, "N=60000 ", 20*time.Second)
 
-	// A reader listening while a Go worker runs receives its reports. The
-	// worker publishes its newest cumulative report, so a fast worker may
-	// skip seqs; every report carries the totals so far.
+	// A reader listening while a Go worker runs receives its reports: every
+	// batch, in order.
 	live := readPython(t, py, filepath.Join(examples, "reader.py"), "--redis", srv.URL(), "--count", "1")
 	w := start(t, "worker", "--redis", srv.URL(), "--id", "go-peer", "--batch", "100000", "--max-batches", "3", "--threads", "1")
 	w.wait(t, 60*time.Second)
 	got := collect(live)
-	if len(got) != 1 || got[0]["worker"] != "go-peer" || got[0]["n"] != 100000.0 {
+	if len(got) != 1 || got[0]["worker"] != "go-peer" || got[0]["n"] != 100000.0 || got[0]["seq"] != 1.0 {
 		t.Fatalf("live reader.py read %v; want one report of go-peer", got)
 	}
-	// A reader started later reads the worker's totals from the hash.
+	// A reader started later reads the worker's entries from the ledger.
 	later := readPython(t, py, filepath.Join(examples, "reader.py"), "--redis", srv.URL(), "--count", "0")
 	got = collect(later)
-	if len(got) != 1 || got[0]["workers_total_n"] != 300000.0 {
-		t.Fatalf("later reader.py read %v; want the totals, 300000 samples", got)
+	if len(got) != 1 || got[0]["ledger_n"] != 300000.0 {
+		t.Fatalf("later reader.py read %v; want the ledger, 300000 samples", got)
 	}
 
 	_ = col.cmd.Process.Signal(syscall.SIGINT)
@@ -117,4 +117,40 @@ func collect(lines <-chan map[string]any) []map[string]any {
 		got = append(got, m)
 	}
 	return got
+}
+
+// TestPythonReaderSumsExactly: a seed-style reader that sums n over every
+// report on the channel, in a run without faults, gets exactly the
+// collector's N: workers publish every batch, and the collector credits
+// every batch.
+func TestPythonReaderSumsExactly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	py := pythonWithRedis(t)
+	srv := redistest.Start(t)
+	reader := readPython(t, py, filepath.Join("..", "..", "examples", "python", "reader.py"), "--redis", srv.URL(), "--sum", "12")
+	col := start(t, "collector", "--redis", srv.URL(), "--json", "--interval", "100ms")
+	col.waitOutput(t, "job loaded from the ledger", 20*time.Second)
+	var ws []*proc
+	for i := range 3 {
+		ws = append(ws, start(t, "worker", "--redis", srv.URL(), "--id", fmt.Sprint("sum", i), "--threads", "1",
+			"--batch-time", "20ms", "--max-batches", "40"))
+	}
+	for _, w := range ws {
+		w.wait(t, 60*time.Second)
+	}
+	n, _, _ := totals(t, srv.URL())
+	col.waitOutput(t, fmt.Sprintf("N=%s ", n), 20*time.Second)
+	_ = col.cmd.Process.Signal(syscall.SIGINT)
+	col.wait(t, 20*time.Second)
+	s := col.summary(t)
+	got := collect(reader)
+	if len(got) != 1 {
+		t.Fatalf("reader.py printed %v", got)
+	}
+	t.Logf("reader: %v; collector: N %v over %d batches", got[0], s.N, s.Batches)
+	if sum := got[0]["sum_n"].(float64); s.N != n || mcpi.CountOf(uint64(sum)) != s.N || got[0]["reports"] != 120.0 {
+		t.Errorf("reader summed %v over %v reports, collector N %v, ledger %v: want all equal and 120 reports", sum, got[0]["reports"], s.N, n)
+	}
 }

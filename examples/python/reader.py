@@ -1,6 +1,7 @@
-"""Read picluster reports in Python: every worker's latest totals, then live reports.
+"""Read picluster reports in Python: the ledger's entries, then live reports.
 
 Run:  python3 reader.py --redis redis://localhost:6379 --count 5
+      python3 reader.py --sum 30      # sum n over every report on the channel for 30 s
 """
 import argparse
 import json
@@ -14,6 +15,7 @@ def main():
     ap.add_argument("--redis", default="redis://localhost:6379")
     ap.add_argument("--channel", default="pi_collector")
     ap.add_argument("--count", type=int, default=5, help="live reports to print before exiting")
+    ap.add_argument("--sum", type=float, default=0, help="instead, sum n of every report for this many seconds")
     args = ap.parse_args()
     r = redis.Redis.from_url(args.redis)
     p = r.pubsub()
@@ -23,12 +25,22 @@ def main():
         if m is not None and m["type"] == "subscribe":
             break
     print(json.dumps({"subscribed": args.channel}), flush=True)
+    if args.sum:
+        total, reports, deadline = 0, 0, time.monotonic() + args.sum
+        while time.monotonic() < deadline:
+            m = p.get_message(timeout=0.2)
+            if m is not None and m["type"] == "message":
+                total += json.loads(m["data"])["n"]
+                reports += 1
+        print(json.dumps({"sum_n": total, "reports": reports}), flush=True)
+        return
+    # Every batch of a Go worker is an entry of the ledger, a Redis stream.
     n = hits = 0
-    for worker, raw in r.hgetall("{%s}:totals" % args.channel).items():
-        rep = json.loads(raw)
-        n, hits = n + rep["total_n"], hits + rep["total_hits"]
+    for _id, fields in r.xrange("{%s}:ledger" % args.channel):
+        e = json.loads(fields[b"e"])
+        n, hits = n + e["n"], hits + e["hits"]
     if n:
-        print(json.dumps({"workers_total_n": n, "pi": 4 * hits / n}), flush=True)
+        print(json.dumps({"ledger_n": n, "pi": 4 * hits / n}), flush=True)
     seen, deadline = 0, time.monotonic() + 60
     while seen < args.count and time.monotonic() < deadline:
         m = p.get_message(timeout=1)

@@ -6,18 +6,20 @@ package bustest
 import (
 	"context"
 	"fmt"
-	"slices"
+	"maps"
 	"testing"
 	"time"
 
 	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/internal/wire"
 	"github.com/picluster/picluster/worker"
 )
 
-// Bus is a bus as both sides see it.
+// Bus is a bus as both sides see it, and as a seed-style peer uses it.
 type Bus interface {
 	worker.Bus
 	collector.Bus
+	PublishRaw(ctx context.Context, payload []byte) error
 }
 
 // Open returns a new bus for one job named channel; jobs with different
@@ -26,8 +28,11 @@ type Open func(t *testing.T, channel string) Bus
 
 // Run runs the suite.
 func Run(t *testing.T, open Open) {
-	t.Run("PublishReachesSubscriberAndTotals", func(t *testing.T) { testPublish(t, open) })
-	t.Run("LatestAndTotalsKeepTheNewest", func(t *testing.T) { testLatest(t, open) })
+	t.Run("AppendReachesLedgerAndSubscriber", func(t *testing.T) { testAppend(t, open) })
+	t.Run("ReadLedgerPagesAndBlocks", func(t *testing.T) { testReadLedger(t, open) })
+	t.Run("TrimLedger", func(t *testing.T) { testTrim(t, open) })
+	t.Run("CheckpointOnlyMovesForward", func(t *testing.T) { testCheckpoint(t, open) })
+	t.Run("ReadersAndQuarantine", func(t *testing.T) { testReadersQuarantine(t, open) })
 	t.Run("StateAndControl", func(t *testing.T) { testState(t, open) })
 	t.Run("Reset", func(t *testing.T) { testReset(t, open) })
 	t.Run("JobsAreIsolated", func(t *testing.T) { testIsolation(t, open) })
@@ -35,40 +40,12 @@ func Run(t *testing.T, open Open) {
 	t.Run("HeartbeatsArePresence", func(t *testing.T) { testHeartbeat(t, open) })
 }
 
-func testHeartbeat(t *testing.T, open Open) {
-	bus := open(t, "job")
-	ctx := t.Context()
-	msgs := bus.Subscribe(ctx)
-	Subscribed(t, msgs)
-	if err := bus.Heartbeat(ctx, "w", []byte("hb")); err != nil {
-		t.Fatal(err)
-	}
-	if err := bus.Publish(ctx, "w", []byte("report")); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]bool{}
-	for range 2 {
-		select {
-		case m := <-msgs:
-			got[string(m.Payload)] = m.Presence
-		case <-time.After(Timeout):
-			t.Fatal("no message within", Timeout)
-		}
-	}
-	if p, ok := got["hb"]; !ok || !p || got["report"] {
-		t.Fatalf("presence flags %v; want the heartbeat marked presence and the report not", got)
-	}
-	if b, _ := bus.Latest(ctx, "w"); string(b) != "report" {
-		t.Fatalf("a heartbeat changed the latest report: %q", b)
-	}
-}
-
 // Timeout bounds every wait of the suite; a correct bus answers in milliseconds.
 const Timeout = 10 * time.Second
 
-// Receive returns the next report payload from msgs, skipping Subscribed
+// Receive returns the next report payload from msgs, skipping KindSubscribed
 // markers, or fails after Timeout.
-func Receive(t testing.TB, msgs <-chan collector.Message) []byte {
+func Receive(t testing.TB, msgs <-chan wire.Message) []byte {
 	t.Helper()
 	timer := time.NewTimer(Timeout)
 	defer timer.Stop()
@@ -78,7 +55,7 @@ func Receive(t testing.TB, msgs <-chan collector.Message) []byte {
 			if !ok {
 				t.Fatal("subscription closed")
 			}
-			if !m.Subscribed {
+			if m.Kind != wire.KindSubscribed {
 				return m.Payload
 			}
 		case <-timer.C:
@@ -87,12 +64,12 @@ func Receive(t testing.TB, msgs <-chan collector.Message) []byte {
 	}
 }
 
-// Subscribed waits for the Subscribed marker that starts every subscription.
-func Subscribed(t testing.TB, msgs <-chan collector.Message) {
+// Subscribed waits for the KindSubscribed marker that starts every subscription.
+func Subscribed(t testing.TB, msgs <-chan wire.Message) {
 	t.Helper()
 	select {
 	case m := <-msgs:
-		if !m.Subscribed {
+		if m.Kind != wire.KindSubscribed {
 			t.Fatalf("first message %q is not the Subscribed marker", m.Payload)
 		}
 	case <-time.After(Timeout):
@@ -100,53 +77,165 @@ func Subscribed(t testing.TB, msgs <-chan collector.Message) {
 	}
 }
 
-func testPublish(t *testing.T, open Open) {
+func signed(n int, prefix string) []wire.Signed {
+	out := make([]wire.Signed, n)
+	for i := range out {
+		out[i] = wire.Signed{Payload: fmt.Appendf(nil, "%s%d", prefix, i)}
+		if i%2 == 0 {
+			out[i].Sig = fmt.Sprintf("sig%d", i)
+		}
+	}
+	return out
+}
+
+func readAll(t *testing.T, bus Bus, after string) []wire.LedgerEntry {
+	t.Helper()
+	var all []wire.LedgerEntry
+	for {
+		page, err := bus.ReadLedger(t.Context(), after, 7, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, page...)
+		if len(page) < 7 {
+			return all
+		}
+		after = page[len(page)-1].ID
+	}
+}
+
+func testAppend(t *testing.T, open Open) {
 	bus := open(t, "job")
 	ctx := t.Context()
 	msgs := bus.Subscribe(ctx)
 	Subscribed(t, msgs)
-	for i := range 100 {
-		if err := bus.Publish(ctx, "w1", fmt.Appendf(nil, `{"seq":%d}`, i)); err != nil {
-			t.Fatal(err)
-		}
+	in := signed(100, "e")
+	if err := bus.Append(ctx, in[:60]); err != nil {
+		t.Fatal(err)
 	}
-	for i := range 100 { // one publisher's messages arrive in order
-		if got, want := string(Receive(t, msgs)), fmt.Sprintf(`{"seq":%d}`, i); got != want {
+	if err := bus.Append(ctx, in[60:]); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 { // entries arrive on the channel in order
+		if got, want := string(Receive(t, msgs)), string(in[i].Payload); got != want {
 			t.Fatalf("message %d = %s, want %s", i, got, want)
 		}
 	}
-	totals, err := bus.Totals(ctx)
-	if err != nil || len(totals) != 1 || string(totals[0]) != `{"seq":99}` {
-		t.Fatalf("Totals = %q, %v; want the last report", totals, err)
+	all := readAll(t, bus, "")
+	if len(all) != 100 {
+		t.Fatalf("ledger holds %d entries, want 100", len(all))
+	}
+	var prev wire.ID
+	for i, e := range all {
+		id, err := wire.ParseID(e.ID)
+		if err != nil || !prev.Less(id) {
+			t.Fatalf("entry %d has id %q after %v: want increasing stream ids", i, e.ID, prev)
+		}
+		prev = id
+		if string(e.Payload) != string(in[i].Payload) || e.Sig != in[i].Sig {
+			t.Fatalf("entry %d = %q/%q, want %q/%q", i, e.Payload, e.Sig, in[i].Payload, in[i].Sig)
+		}
 	}
 }
 
-func testLatest(t *testing.T, open Open) {
+func testReadLedger(t *testing.T, open Open) {
 	bus := open(t, "job")
 	ctx := t.Context()
-	if b, err := bus.Latest(ctx, "nobody"); b != nil || err != nil {
-		t.Fatalf("Latest(unknown) = %q, %v; want nil, nil", b, err)
+	if got, err := bus.ReadLedger(ctx, "", 10, 0); len(got) != 0 || err != nil {
+		t.Fatalf("empty ledger: %v, %v", got, err)
 	}
-	// Published with no subscriber: still recorded.
-	for _, p := range []struct{ w, r string }{{"a", "a1"}, {"b", "b1"}, {"a", "a2"}} {
-		if err := bus.Publish(ctx, p.w, []byte(p.r)); err != nil {
+	// A blocking read returns when an entry is appended.
+	got := make(chan []wire.LedgerEntry, 1)
+	go func() {
+		e, _ := bus.ReadLedger(ctx, "", 10, 5*time.Second)
+		got <- e
+	}()
+	time.Sleep(50 * time.Millisecond) // let the read block first; the result is the same if it does not
+	if err := bus.Append(ctx, signed(1, "late")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-got:
+		if len(e) != 1 || string(e[0].Payload) != "late0" {
+			t.Fatalf("blocked read got %v", e)
+		}
+	case <-time.After(Timeout):
+		t.Fatal("a blocked read did not return on append")
+	}
+	// A blocking read with nothing new times out empty, without error.
+	all := readAll(t, bus, "")
+	start := time.Now()
+	e, err := bus.ReadLedger(ctx, all[len(all)-1].ID, 10, 100*time.Millisecond)
+	if len(e) != 0 || err != nil || time.Since(start) > Timeout {
+		t.Fatalf("read past the end: %v, %v", e, err)
+	}
+}
+
+func testTrim(t *testing.T, open Open) {
+	bus := open(t, "job")
+	ctx := t.Context()
+	if err := bus.Append(ctx, signed(10, "a")); err != nil {
+		t.Fatal(err)
+	}
+	all := readAll(t, bus, "")
+	if err := bus.TrimLedger(ctx, all[6].ID); err != nil {
+		t.Fatal(err)
+	}
+	rest := readAll(t, bus, "")
+	if len(rest) != 4 || rest[0].ID != all[6].ID {
+		t.Fatalf("after trimming to entry 6: %d entries from %v", len(rest), rest)
+	}
+}
+
+func testCheckpoint(t *testing.T, open Open) {
+	bus := open(t, "job")
+	ctx := t.Context()
+	if pos, c, err := bus.Credited(ctx, "w"); pos != "" || c != nil || err != nil {
+		t.Fatalf("Credited on a new job = %q, %q, %v", pos, c, err)
+	}
+	ok, err := bus.SaveCheckpoint(ctx, "5-0", map[string][]byte{wire.CheckpointWorker + "w": []byte("c5"), wire.CheckpointWorker + "v": []byte("v5")})
+	if !ok || err != nil {
+		t.Fatalf("first save: %v, %v", ok, err)
+	}
+	ok, err = bus.SaveCheckpoint(ctx, "4-9", map[string][]byte{wire.CheckpointWorker + "w": []byte("c4")})
+	if ok || err != nil {
+		t.Fatalf("a save behind the checkpoint wrote: %v, %v", ok, err)
+	}
+	ok, err = bus.SaveCheckpoint(ctx, "10-1", map[string][]byte{wire.CheckpointWorker + "w": []byte("c10")})
+	if !ok || err != nil {
+		t.Fatalf("a later save: %v, %v", ok, err)
+	}
+	if pos, c, err := bus.Credited(ctx, "w"); pos != "10-1" || string(c) != "c10" || err != nil {
+		t.Fatalf("Credited = %q, %q, %v; want 10-1, c10", pos, c, err)
+	}
+	cp, err := bus.Checkpoint(ctx)
+	want := map[string]string{wire.CheckpointPos: "10-1", wire.CheckpointWorker + "w": "c10", wire.CheckpointWorker + "v": "v5"}
+	got := map[string]string{}
+	for k, v := range cp {
+		got[k] = string(v)
+	}
+	if err != nil || !maps.Equal(got, want) {
+		t.Fatalf("Checkpoint = %v, %v; want %v", got, err, want)
+	}
+}
+
+func testReadersQuarantine(t *testing.T, open Open) {
+	bus := open(t, "job")
+	ctx := t.Context()
+	for _, r := range []struct{ k, v string }{{"c1", "1-0 5"}, {"c2", "2-0 6"}, {"c1", "3-0 7"}} {
+		if err := bus.SetReader(ctx, r.k, r.v); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if b, err := bus.Latest(ctx, "a"); string(b) != "a2" || err != nil {
-		t.Fatalf("Latest(a) = %q, %v; want a2", b, err)
+	if got, err := bus.Readers(ctx); err != nil || !maps.Equal(got, map[string]string{"c1": "3-0 7", "c2": "2-0 6"}) {
+		t.Fatalf("Readers = %v, %v", got, err)
 	}
-	totals, err := bus.Totals(ctx)
-	if err != nil {
+	if err := bus.Quarantine(ctx, "bad", []byte(`{"reason":"x"}`)); err != nil {
 		t.Fatal(err)
 	}
-	got := make([]string, len(totals))
-	for i, b := range totals {
-		got[i] = string(b)
-	}
-	slices.Sort(got)
-	if want := []string{"a2", "b1"}; !slices.Equal(got, want) {
-		t.Fatalf("Totals = %q, want %q", got, want)
+	q, err := bus.Quarantined(ctx)
+	if err != nil || len(q) != 1 || string(q["bad"]) != `{"reason":"x"}` {
+		t.Fatalf("Quarantined = %q, %v", q, err)
 	}
 }
 
@@ -180,19 +269,30 @@ func testState(t *testing.T, open Open) {
 func testReset(t *testing.T, open Open) {
 	bus := open(t, "job")
 	ctx := t.Context()
-	if err := bus.Publish(ctx, "a", []byte("x")); err != nil {
+	if err := bus.Append(ctx, signed(3, "x")); err != nil {
 		t.Fatal(err)
 	}
-	if err := bus.SetState(ctx, []byte("s")); err != nil {
-		t.Fatal(err)
+	must(t, bus.SetState(ctx, []byte("s")))
+	_, err := bus.SaveCheckpoint(ctx, "1-0", map[string][]byte{"w:a": []byte("c")})
+	must(t, err)
+	must(t, bus.SetReader(ctx, "c", "1-0 1"))
+	must(t, bus.Quarantine(ctx, "a", []byte("q")))
+	must(t, bus.Reset(ctx))
+	state, err1 := bus.State(ctx)
+	cp, err2 := bus.Checkpoint(ctx)
+	rd, err3 := bus.Readers(ctx)
+	q, err4 := bus.Quarantined(ctx)
+	ledger := readAll(t, bus, "")
+	if state != nil || len(cp) != 0 || len(rd) != 0 || len(q) != 0 || len(ledger) != 0 {
+		t.Fatalf("after Reset: state %q checkpoint %v readers %v quarantine %v ledger %d (%v %v %v %v)",
+			state, cp, rd, q, len(ledger), err1, err2, err3, err4)
 	}
-	if err := bus.Reset(ctx); err != nil {
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
 		t.Fatal(err)
-	}
-	totals, err := bus.Totals(ctx)
-	state, err2 := bus.State(ctx)
-	if len(totals) != 0 || state != nil || err != nil || err2 != nil {
-		t.Fatalf("after Reset: totals %q state %q (%v, %v)", totals, state, err, err2)
 	}
 }
 
@@ -201,17 +301,13 @@ func testIsolation(t *testing.T, open Open) {
 	ctx := t.Context()
 	msgs := b.Subscribe(ctx)
 	Subscribed(t, msgs)
-	if err := a.Publish(ctx, "w", []byte("for a")); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Publish(ctx, "w", []byte("for b")); err != nil {
-		t.Fatal(err)
-	}
-	if got := string(Receive(t, msgs)); got != "for b" {
+	must(t, a.Append(ctx, signed(1, "for a")))
+	must(t, b.Append(ctx, signed(1, "for b")))
+	if got := string(Receive(t, msgs)); got != "for b0" {
 		t.Fatalf("job b received %q", got)
 	}
-	if l, _ := b.Latest(ctx, "w"); string(l) != "for b" {
-		t.Fatalf("job b's latest is %q", l)
+	if l := readAll(t, b, ""); len(l) != 1 || string(l[0].Payload) != "for b0" {
+		t.Fatalf("job b's ledger is %v", l)
 	}
 }
 
@@ -235,5 +331,29 @@ func testSubscribeEnds(t *testing.T, open Open) {
 		case <-time.After(Timeout):
 			t.Fatal("channel not closed after cancel")
 		}
+	}
+}
+
+func testHeartbeat(t *testing.T, open Open) {
+	bus := open(t, "job")
+	ctx := t.Context()
+	msgs := bus.Subscribe(ctx)
+	Subscribed(t, msgs)
+	must(t, bus.Heartbeat(ctx, "w", []byte("hb")))
+	must(t, bus.PublishRaw(ctx, []byte("report")))
+	got := map[string]wire.Kind{}
+	for range 2 {
+		select {
+		case m := <-msgs:
+			got[string(m.Payload)] = m.Kind
+		case <-time.After(Timeout):
+			t.Fatal("no message within", Timeout)
+		}
+	}
+	if got["hb"] != wire.KindPresence || got["report"] != wire.KindReport {
+		t.Fatalf("kinds %v; want the heartbeat marked presence and the report not", got)
+	}
+	if l := readAll(t, bus, ""); len(l) != 0 {
+		t.Fatalf("a heartbeat or a raw publish reached the ledger: %v", l)
 	}
 }

@@ -1,9 +1,9 @@
 // Package membus is an in-memory bus for one process: picluster run and unit
 // tests. It keeps Redis's semantics where they matter: publishing never
 // blocks, a subscriber that falls behind loses messages (and is then sent a
-// fresh Subscribed message, as after a Redis reconnect, so a collector
-// rebuilds from the totals), and the totals, the state and the control
-// channel behave as their Redis keys do.
+// fresh KindSubscribed message, as after a Redis reconnect), the ledger is
+// an append-only log with stream IDs as Redis makes them, and the state,
+// checkpoint, quarantine and control channel behave as their Redis keys do.
 //
 // A Bus is safe for concurrent use by any number of workers and collectors.
 package membus
@@ -13,14 +13,9 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
-	"github.com/picluster/picluster/collector"
-	"github.com/picluster/picluster/worker"
-)
-
-var (
-	_ worker.Bus    = (*Bus)(nil)
-	_ collector.Bus = (*Bus)(nil)
+	"github.com/picluster/picluster/internal/wire"
 )
 
 // Buffer is how many messages a subscriber may fall behind before it loses some.
@@ -28,19 +23,30 @@ const Buffer = 4096
 
 // Bus is one job's transport in memory. The zero value is not usable; call New.
 type Bus struct {
-	mu       sync.Mutex
-	totals   map[string][]byte
-	state    []byte
-	reports  map[*sub[collector.Message]]bool
-	controls map[*sub[[]byte]]bool
+	mu         sync.Mutex
+	ledger     []wire.LedgerEntry
+	ids        []wire.ID // the parsed IDs of ledger, for search
+	last       wire.ID
+	appended   chan struct{} // closed and replaced at every append
+	state      []byte
+	checkpoint map[string][]byte
+	readers    map[string]string
+	quarantine map[string][]byte
+	reports    map[*sub[wire.Message]]bool
+	controls   map[*sub[[]byte]]bool
+	now        func() time.Time
 }
 
 // New returns an empty bus.
 func New() *Bus {
 	return &Bus{
-		totals:   make(map[string][]byte),
-		reports:  make(map[*sub[collector.Message]]bool),
-		controls: make(map[*sub[[]byte]]bool),
+		appended:   make(chan struct{}),
+		checkpoint: make(map[string][]byte),
+		readers:    make(map[string]string),
+		quarantine: make(map[string][]byte),
+		reports:    make(map[*sub[wire.Message]]bool),
+		controls:   make(map[*sub[[]byte]]bool),
+		now:        time.Now,
 	}
 }
 
@@ -60,21 +66,175 @@ func (s *sub[T]) send(v T) bool {
 	}
 }
 
-// Publish records report as worker's latest and delivers it to every subscriber.
-func (b *Bus) Publish(_ context.Context, worker string, report []byte) error {
-	report = slices.Clone(report)
+// Append appends entries to the ledger and publishes each on the report
+// channel, as one transaction.
+func (b *Bus) Append(_ context.Context, entries []wire.Signed) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.totals[worker] = report
+	for _, e := range entries {
+		id := wire.ID{Ms: uint64(b.now().UnixMilli())}
+		if !b.last.Less(id) {
+			id = wire.ID{Ms: b.last.Ms, Seq: b.last.Seq + 1}
+		}
+		b.last = id
+		payload := slices.Clone(e.Payload)
+		b.ledger = append(b.ledger, wire.LedgerEntry{ID: id.String(), Payload: payload, Sig: e.Sig})
+		b.ids = append(b.ids, id)
+		b.publish(wire.Message{Kind: wire.KindReport, Payload: payload})
+	}
+	close(b.appended)
+	b.appended = make(chan struct{})
+	return nil
+}
+
+// PublishRaw publishes payload on the report channel only, as a seed-style
+// peer does: it is not in the ledger.
+func (b *Bus) PublishRaw(_ context.Context, payload []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.publish(wire.Message{Kind: wire.KindReport, Payload: slices.Clone(payload)})
+	return nil
+}
+
+// publish delivers m to every report subscriber; b.mu is held.
+func (b *Bus) publish(m wire.Message) {
 	for s := range b.reports {
-		if s.lost && s.send(collector.Message{Subscribed: true}) {
+		if s.lost && s.send(wire.Message{Kind: wire.KindSubscribed}) {
 			s.lost = false
 		}
-		if s.lost || !s.send(collector.Message{Payload: report}) {
+		if s.lost || !s.send(m) {
 			s.lost = true
 		}
 	}
+}
+
+// ReadLedger returns up to count entries after position after, oldest
+// first. With block > 0 it waits up to block for one when there is none.
+func (b *Bus) ReadLedger(ctx context.Context, after string, count int, block time.Duration) ([]wire.LedgerEntry, error) {
+	from, err := wire.ParseID(after)
+	if err != nil {
+		return nil, err
+	}
+	var timeout <-chan time.Time
+	if block > 0 {
+		t := time.NewTimer(block)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		b.mu.Lock()
+		i, _ := slices.BinarySearchFunc(b.ids, from, func(a, t wire.ID) int {
+			if !t.Less(a) {
+				return -1 // a ≤ from: before the start
+			}
+			return 1
+		})
+		j := min(len(b.ledger), i+count)
+		out := slices.Clone(b.ledger[i:j])
+		wait := b.appended
+		b.mu.Unlock()
+		if len(out) > 0 || block <= 0 {
+			return out, nil
+		}
+		select {
+		case <-wait:
+		case <-timeout:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// TrimLedger removes the entries before minID.
+func (b *Bus) TrimLedger(_ context.Context, minID string) error {
+	id, err := wire.ParseID(minID)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	i := 0
+	for i < len(b.ids) && b.ids[i].Less(id) {
+		i++
+	}
+	b.ledger = slices.Delete(b.ledger, 0, i)
+	b.ids = slices.Delete(b.ids, 0, i)
 	return nil
+}
+
+// LedgerLen returns the number of entries the ledger holds.
+func (b *Bus) LedgerLen(context.Context) (int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return int64(len(b.ledger)), nil
+}
+
+// Checkpoint returns every field of the checkpoint.
+func (b *Bus) Checkpoint(context.Context) (map[string][]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return cloneMap(b.checkpoint), nil
+}
+
+// Credited returns the checkpoint's position and worker's field in it.
+func (b *Bus) Credited(_ context.Context, worker string) (string, []byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.checkpoint[wire.CheckpointPos]), slices.Clone(b.checkpoint[wire.CheckpointWorker+worker]), nil
+}
+
+// SaveCheckpoint writes fields and pos into the checkpoint unless it holds a
+// later position already; it reports whether it wrote.
+func (b *Bus) SaveCheckpoint(_ context.Context, pos string, fields map[string][]byte) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !wire.Later(pos, string(b.checkpoint[wire.CheckpointPos])) {
+		return false, nil
+	}
+	for k, v := range fields {
+		b.checkpoint[k] = slices.Clone(v)
+	}
+	b.checkpoint[wire.CheckpointPos] = []byte(pos)
+	return true, nil
+}
+
+// SetReader records where the collector called name has read to.
+func (b *Bus) SetReader(_ context.Context, name, value string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.readers[name] = value
+	return nil
+}
+
+// Readers returns every collector's reading position.
+func (b *Bus) Readers(context.Context) (map[string]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.readers), nil
+}
+
+// Quarantine records that worker was proven wrong.
+func (b *Bus) Quarantine(_ context.Context, worker string, why []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.quarantine[worker] = slices.Clone(why)
+	return nil
+}
+
+// Quarantined returns every quarantined worker and why.
+func (b *Bus) Quarantined(context.Context) (map[string][]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return cloneMap(b.quarantine), nil
+}
+
+func cloneMap(m map[string][]byte) map[string][]byte {
+	out := make(map[string][]byte, len(m))
+	for k, v := range m {
+		out[k] = slices.Clone(v)
+	}
+	return out
 }
 
 // Heartbeat delivers a presence message to the report subscribers.
@@ -83,29 +243,11 @@ func (b *Bus) Heartbeat(_ context.Context, _ string, msg []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for s := range b.reports {
-		if s.lost || !s.send(collector.Message{Payload: msg, Presence: true}) {
+		if s.lost || !s.send(wire.Message{Kind: wire.KindPresence, Payload: msg}) {
 			s.lost = true
 		}
 	}
 	return nil
-}
-
-// Latest returns the latest report recorded for worker, nil if none.
-func (b *Bus) Latest(_ context.Context, worker string) ([]byte, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return slices.Clone(b.totals[worker]), nil
-}
-
-// Totals returns the latest report of every worker.
-func (b *Bus) Totals(context.Context) ([][]byte, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := make([][]byte, 0, len(b.totals))
-	for _, k := range slices.Sorted(maps.Keys(b.totals)) {
-		out = append(out, slices.Clone(b.totals[k]))
-	}
-	return out, nil
 }
 
 // State returns the job state, nil if none has been written.
@@ -127,19 +269,23 @@ func (b *Bus) SetState(_ context.Context, state []byte) error {
 	return nil
 }
 
-// Reset deletes the totals and the state.
+// Reset deletes the job: its ledger, checkpoint, readers, quarantine and state.
 func (b *Bus) Reset(context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	clear(b.totals)
+	b.ledger, b.ids = nil, nil
+	clear(b.checkpoint)
+	clear(b.readers)
+	clear(b.quarantine)
 	b.state = nil
 	return nil
 }
 
-// Subscribe delivers reports until ctx is done, starting with a Subscribed message.
-func (b *Bus) Subscribe(ctx context.Context) <-chan collector.Message {
-	s := &sub[collector.Message]{ch: make(chan collector.Message, Buffer)}
-	s.ch <- collector.Message{Subscribed: true}
+// Subscribe delivers reports and presence until ctx is done, starting with
+// a KindSubscribed message.
+func (b *Bus) Subscribe(ctx context.Context) <-chan wire.Message {
+	s := &sub[wire.Message]{ch: make(chan wire.Message, Buffer)}
+	s.ch <- wire.Message{Kind: wire.KindSubscribed}
 	return subscribe(ctx, b, b.reports, s)
 }
 

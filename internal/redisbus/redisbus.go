@@ -1,17 +1,16 @@
 // Package redisbus is the Redis bus of picluster, and the only package that
 // imports go-redis.
 //
-// One job lives under one channel name C: reports are published on C, the
-// latest report of every worker is the field of the hash {C}:totals named by
-// the worker id, the job state is the string {C}:state, and control messages
-// go on {C}:control. The hash tag keeps a job on one Redis Cluster slot. A
-// worker's PUBLISH and its HSET are one MULTI/EXEC, so whatever a collector
-// missed on the channel it finds in the hash.
+// One job lives under one channel name C. Ledger entries are appended to the
+// stream {C}:ledger and published on C in one MULTI/EXEC; presence goes on
+// {C}:presence, control on {C}:control. The job state is the string
+// {C}:state; the collectors' checkpoint is the hash {C}:checkpoint, their
+// reading positions the hash {C}:readers, and the quarantined workers the
+// hash {C}:quarantine. The hash tag keeps a job on one Redis Cluster slot.
 //
 // Subscriptions reconnect by themselves, with backoff. After every
-// (re)subscription the report stream carries a Subscribed message, so the
-// collector rebuilds the job from the hash. A silent connection is pinged,
-// so a half-open TCP connection is found within a few seconds.
+// (re)subscription the report stream carries a KindSubscribed message. A
+// silent connection is pinged.
 //
 // A Bus is safe for concurrent use.
 package redisbus
@@ -27,28 +26,31 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/picluster/picluster/collector"
 	"github.com/picluster/picluster/internal/backoff"
-	"github.com/picluster/picluster/worker"
-)
-
-var (
-	_ worker.Bus    = (*Bus)(nil)
-	_ collector.Bus = (*Bus)(nil)
+	"github.com/picluster/picluster/internal/wire"
 )
 
 // DefaultChannel is the report channel of the original Python workers.
 const DefaultChannel = "pi_collector"
 
+// Keys are the Redis keys and channels of the job named channel.
+type Keys struct {
+	Channel, Ledger, State, Checkpoint, Readers, Quarantine, Control, Presence, Totals string
+}
+
+// KeysOf returns the keys of the job named channel.
+func KeysOf(channel string) Keys {
+	tag := "{" + channel + "}:"
+	return Keys{Channel: channel, Ledger: tag + "ledger", State: tag + "state", Checkpoint: tag + "checkpoint",
+		Readers: tag + "readers", Quarantine: tag + "quarantine", Control: tag + "control",
+		Presence: tag + "presence", Totals: tag + "totals"}
+}
+
 // Bus is one job on one Redis server.
 type Bus struct {
-	rdb      *redis.Client
-	channel  string
-	totals   string
-	state    string
-	control  string
-	presence string
-	log      *slog.Logger
+	rdb *redis.Client
+	k   Keys
+	log *slog.Logger
 }
 
 // ValidChannel reports whether channel can name a job: not empty, at most
@@ -60,28 +62,41 @@ func ValidChannel(channel string) error {
 	return nil
 }
 
+// Options are how to reach Redis besides its URL.
+type Options struct {
+	// TLS, when not nil, is used for the connection (rediss:// URLs get a
+	// default one).
+	TLS *TLSFiles
+	Log *slog.Logger
+}
+
 // Open connects lazily to the Redis at url (redis:// or rediss://, with
 // user, password and database as go-redis's ParseURL reads them). It does not
 // wait for the server; the first command does.
-func Open(url, channel string, log *slog.Logger) (*Bus, error) {
+func Open(url, channel string, o Options) (*Bus, error) {
 	if err := ValidChannel(channel); err != nil {
 		return nil, err
 	}
-	opt, err := redis.ParseURL(url)
+	opt, err := parseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
+		return nil, err
+	}
+	if o.TLS != nil && !o.TLS.empty() {
+		cfg, err := o.TLS.config(opt.Addr)
+		if err != nil {
+			return nil, err
+		}
+		opt.TLSConfig = cfg
 	}
 	opt.DialTimeout = 5 * time.Second
 	opt.ReadTimeout = 5 * time.Second
 	opt.WriteTimeout = 5 * time.Second
 	opt.PoolSize = 4
 	opt.MaxRetries = 1 // our own backoff retries; don't hammer a dead server
-	if log == nil {
-		log = slog.Default()
+	if o.Log == nil {
+		o.Log = slog.Default()
 	}
-	tag := "{" + channel + "}:"
-	return &Bus{rdb: redis.NewClient(opt), channel: channel,
-		totals: tag + "totals", state: tag + "state", control: tag + "control", presence: tag + "presence", log: log}, nil
+	return &Bus{rdb: redis.NewClient(opt), k: KeysOf(channel), log: o.Log}, nil
 }
 
 // Close closes the connections.
@@ -90,61 +105,199 @@ func (b *Bus) Close() error { return b.rdb.Close() }
 // Ping checks that the server answers.
 func (b *Bus) Ping(ctx context.Context) error { return b.rdb.Ping(ctx).Err() }
 
-// Publish records report as worker's latest and publishes it, in one
-// MULTI/EXEC.
-func (b *Bus) Publish(ctx context.Context, worker string, report []byte) error {
+// Append appends entries to the ledger and publishes each on the report
+// channel, in one MULTI/EXEC: all of them or none.
+func (b *Bus) Append(ctx context.Context, entries []wire.Signed) error {
 	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, b.totals, worker, report)
-		p.Publish(ctx, b.channel, report)
+		for _, e := range entries {
+			values := []any{"e", e.Payload}
+			if e.Sig != "" {
+				values = append(values, "s", e.Sig)
+			}
+			p.XAdd(ctx, &redis.XAddArgs{Stream: b.k.Ledger, Values: values})
+			p.Publish(ctx, b.k.Channel, e.Payload)
+		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("publish to %s: %w", b.channel, err)
+		return fmt.Errorf("append %d entries to %s: %w", len(entries), b.k.Ledger, err)
 	}
 	return nil
 }
 
-// Heartbeat publishes a presence message on {channel}:presence.
-func (b *Bus) Heartbeat(ctx context.Context, _ string, msg []byte) error {
-	if err := b.rdb.Publish(ctx, b.presence, msg).Err(); err != nil {
-		return fmt.Errorf("publish to %s: %w", b.presence, err)
+// PublishRaw publishes payload on the report channel only, as a seed-style
+// peer does.
+func (b *Bus) PublishRaw(ctx context.Context, payload []byte) error {
+	if err := b.rdb.Publish(ctx, b.k.Channel, payload).Err(); err != nil {
+		return fmt.Errorf("publish to %s: %w", b.k.Channel, err)
 	}
 	return nil
 }
 
-// Latest returns the latest report recorded for worker, nil if none.
-func (b *Bus) Latest(ctx context.Context, worker string) ([]byte, error) {
-	v, err := b.rdb.HGet(ctx, b.totals, worker).Bytes()
+// ReadLedger returns up to count entries after position after, oldest
+// first. With block > 0 it waits up to block for one when there is none.
+func (b *Bus) ReadLedger(ctx context.Context, after string, count int, block time.Duration) ([]wire.LedgerEntry, error) {
+	if after == "" {
+		after = "0"
+	}
+	args := &redis.XReadArgs{Streams: []string{b.k.Ledger, after}, Count: int64(count), Block: -1}
+	if block > 0 {
+		args.Block = block
+	}
+	res, err := b.rdb.XRead(ctx, args).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s[%s]: %w", b.totals, worker, err)
+		return nil, fmt.Errorf("read %s after %s: %w", b.k.Ledger, after, err)
 	}
-	return v, nil
-}
-
-// Totals returns the latest report of every worker.
-func (b *Bus) Totals(ctx context.Context) ([][]byte, error) {
-	m, err := b.rdb.HGetAll(ctx, b.totals).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", b.totals, err)
-	}
-	out := make([][]byte, 0, len(m))
-	for _, v := range m {
-		out = append(out, []byte(v))
+	var out []wire.LedgerEntry
+	for _, s := range res {
+		for _, m := range s.Messages {
+			e := wire.LedgerEntry{ID: m.ID}
+			if v, ok := m.Values["e"].(string); ok {
+				e.Payload = []byte(v)
+			}
+			if v, ok := m.Values["s"].(string); ok {
+				e.Sig = v
+			}
+			out = append(out, e)
+		}
 	}
 	return out, nil
 }
 
+// TrimLedger removes the entries before minID.
+func (b *Bus) TrimLedger(ctx context.Context, minID string) error {
+	if err := b.rdb.XTrimMinID(ctx, b.k.Ledger, minID).Err(); err != nil {
+		return fmt.Errorf("trim %s to %s: %w", b.k.Ledger, minID, err)
+	}
+	return nil
+}
+
+// LedgerLen returns the number of entries the ledger holds.
+func (b *Bus) LedgerLen(ctx context.Context) (int64, error) {
+	n, err := b.rdb.XLen(ctx, b.k.Ledger).Result()
+	if err != nil {
+		return 0, fmt.Errorf("length of %s: %w", b.k.Ledger, err)
+	}
+	return n, nil
+}
+
+// Checkpoint returns every field of the checkpoint.
+func (b *Bus) Checkpoint(ctx context.Context) (map[string][]byte, error) {
+	m, err := b.rdb.HGetAll(ctx, b.k.Checkpoint).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", b.k.Checkpoint, err)
+	}
+	out := make(map[string][]byte, len(m))
+	for k, v := range m {
+		out[k] = []byte(v)
+	}
+	return out, nil
+}
+
+// Credited returns the checkpoint's position and worker's field in it.
+func (b *Bus) Credited(ctx context.Context, worker string) (string, []byte, error) {
+	v, err := b.rdb.HMGet(ctx, b.k.Checkpoint, wire.CheckpointPos, wire.CheckpointWorker+worker).Result()
+	if err != nil {
+		return "", nil, fmt.Errorf("read %s: %w", b.k.Checkpoint, err)
+	}
+	pos, _ := v[0].(string)
+	credit, _ := v[1].(string)
+	if credit == "" {
+		return pos, nil, nil
+	}
+	return pos, []byte(credit), nil
+}
+
+// SaveCheckpoint writes fields and pos into the checkpoint unless it holds a
+// later position already (WATCH, then MULTI/EXEC); it reports whether it wrote.
+func (b *Bus) SaveCheckpoint(ctx context.Context, pos string, fields map[string][]byte) (bool, error) {
+	saved := false
+	err := b.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		cur, err := tx.HGet(ctx, b.k.Checkpoint, wire.CheckpointPos).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		if !wire.Later(pos, cur) {
+			return nil
+		}
+		values := make([]any, 0, 2*len(fields)+2)
+		for k, v := range fields {
+			values = append(values, k, v)
+		}
+		values = append(values, wire.CheckpointPos, pos)
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, b.k.Checkpoint, values...)
+			return nil
+		})
+		saved = err == nil
+		return err
+	}, b.k.Checkpoint)
+	if errors.Is(err, redis.TxFailedErr) {
+		return false, nil // another collector wrote in between; the next save carries ours
+	}
+	if err != nil {
+		return false, fmt.Errorf("write %s: %w", b.k.Checkpoint, err)
+	}
+	return saved, nil
+}
+
+// SetReader records where the collector called name has read to.
+func (b *Bus) SetReader(ctx context.Context, name, value string) error {
+	if err := b.rdb.HSet(ctx, b.k.Readers, name, value).Err(); err != nil {
+		return fmt.Errorf("write %s: %w", b.k.Readers, err)
+	}
+	return nil
+}
+
+// Readers returns every collector's reading position.
+func (b *Bus) Readers(ctx context.Context) (map[string]string, error) {
+	m, err := b.rdb.HGetAll(ctx, b.k.Readers).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", b.k.Readers, err)
+	}
+	return m, nil
+}
+
+// Quarantine records that worker was proven wrong.
+func (b *Bus) Quarantine(ctx context.Context, worker string, why []byte) error {
+	if err := b.rdb.HSet(ctx, b.k.Quarantine, worker, why).Err(); err != nil {
+		return fmt.Errorf("write %s: %w", b.k.Quarantine, err)
+	}
+	return nil
+}
+
+// Quarantined returns every quarantined worker and why.
+func (b *Bus) Quarantined(ctx context.Context) (map[string][]byte, error) {
+	m, err := b.rdb.HGetAll(ctx, b.k.Quarantine).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", b.k.Quarantine, err)
+	}
+	out := make(map[string][]byte, len(m))
+	for k, v := range m {
+		out[k] = []byte(v)
+	}
+	return out, nil
+}
+
+// Heartbeat publishes a presence message on {channel}:presence.
+func (b *Bus) Heartbeat(ctx context.Context, _ string, msg []byte) error {
+	if err := b.rdb.Publish(ctx, b.k.Presence, msg).Err(); err != nil {
+		return fmt.Errorf("publish to %s: %w", b.k.Presence, err)
+	}
+	return nil
+}
+
 // State returns the job state, nil if none has been written.
 func (b *Bus) State(ctx context.Context) ([]byte, error) {
-	v, err := b.rdb.Get(ctx, b.state).Bytes()
+	v, err := b.rdb.Get(ctx, b.k.State).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", b.state, err)
+		return nil, fmt.Errorf("read %s: %w", b.k.State, err)
 	}
 	return v, nil
 }
@@ -153,45 +306,46 @@ func (b *Bus) State(ctx context.Context) ([]byte, error) {
 // one MULTI/EXEC.
 func (b *Bus) SetState(ctx context.Context, state []byte) error {
 	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, b.state, state, 0)
-		p.Publish(ctx, b.control, state)
+		p.Set(ctx, b.k.State, state, 0)
+		p.Publish(ctx, b.k.Control, state)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("write %s: %w", b.state, err)
+		return fmt.Errorf("write %s: %w", b.k.State, err)
 	}
 	return nil
 }
 
-// Reset deletes the job's totals and state.
+// Reset deletes the job: its ledger, checkpoint, readers, quarantine and
+// state (and a v1 job's totals).
 func (b *Bus) Reset(ctx context.Context) error {
-	if err := b.rdb.Del(ctx, b.totals, b.state).Err(); err != nil {
-		return fmt.Errorf("reset %s: %w", b.channel, err)
+	if err := b.rdb.Del(ctx, b.k.Ledger, b.k.Checkpoint, b.k.Readers, b.k.Quarantine, b.k.State, b.k.Totals).Err(); err != nil {
+		return fmt.Errorf("reset %s: %w", b.k.Channel, err)
 	}
 	return nil
 }
 
 // Subscribe delivers the job's reports and presence messages until ctx is done.
-func (b *Bus) Subscribe(ctx context.Context) <-chan collector.Message {
-	return forward(ctx, b, []string{b.channel, b.presence}, 1024,
-		func(m collector.Message) collector.Message { return m })
+func (b *Bus) Subscribe(ctx context.Context) <-chan wire.Message {
+	return forward(ctx, b, []string{b.k.Channel, b.k.Presence}, 1024,
+		func(m wire.Message) wire.Message { return m })
 }
 
 // Control delivers the job's control messages until ctx is done. A
 // (re)subscription is delivered as an empty message: a reconnect may have
 // missed a stop, so the worker should look at the state.
 func (b *Bus) Control(ctx context.Context) <-chan []byte {
-	return forward(ctx, b, []string{b.control}, 16,
-		func(m collector.Message) []byte { return append([]byte{}, m.Payload...) })
+	return forward(ctx, b, []string{b.k.Control}, 16,
+		func(m wire.Message) []byte { return append([]byte{}, m.Payload...) })
 }
 
 // forward listens on channels and sends every message, converted, on a
 // channel of the given buffer, which it closes when ctx is done.
-func forward[T any](ctx context.Context, b *Bus, channels []string, buffer int, convert func(collector.Message) T) <-chan T {
+func forward[T any](ctx context.Context, b *Bus, channels []string, buffer int, convert func(wire.Message) T) <-chan T {
 	out := make(chan T, buffer)
 	go func() {
 		defer close(out)
-		b.listen(ctx, channels, func(m collector.Message) bool {
+		b.listen(ctx, channels, func(m wire.Message) bool {
 			select {
 			case out <- convert(m):
 				return true
@@ -208,10 +362,10 @@ const idle = 5 * time.Second
 
 // listen subscribes to channels and hands every message to deliver until
 // ctx is done or deliver returns false. A (re)subscription to the first
-// channel is delivered as a Subscribed message; messages on the others are
-// marked Presence. Errors are retried with backoff: go-redis reconnects and
+// channel is delivered as a KindSubscribed message; messages on the others
+// are KindPresence. Errors are retried with backoff: go-redis reconnects and
 // resubscribes on the next receive.
-func (b *Bus) listen(ctx context.Context, channels []string, deliver func(collector.Message) bool) {
+func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.Message) bool) {
 	channel := channels[0]
 	ps := b.rdb.Subscribe(ctx, channels...)
 	defer ps.Close()
@@ -244,12 +398,16 @@ func (b *Bus) listen(ctx context.Context, channels []string, deliver func(collec
 					b.log.Info("subscription restored", "channel", channel)
 				}
 				bo.Reset()
-				if !deliver(collector.Message{Subscribed: true}) {
+				if !deliver(wire.Message{Kind: wire.KindSubscribed}) {
 					return
 				}
 			}
 		case *redis.Message:
-			if !deliver(collector.Message{Payload: []byte(m.Payload), Presence: m.Channel != channel}) {
+			kind := wire.KindReport
+			if m.Channel != channel {
+				kind = wire.KindPresence
+			}
+			if !deliver(wire.Message{Kind: kind, Payload: []byte(m.Payload)}) {
 				return
 			}
 		}

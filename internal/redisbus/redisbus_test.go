@@ -15,7 +15,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func open(t *testing.T, srv *redistest.Server, channel string) *redisbus.Bus {
 	t.Helper()
-	bus, err := redisbus.Open(srv.URL(), channel, nil)
+	bus, err := redisbus.Open(srv.URL(), channel, redisbus.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestSubscriptionSurvivesRestart(t *testing.T) {
 	ctx := t.Context()
 	msgs := bus.Subscribe(ctx)
 	bustest.Subscribed(t, msgs)
-	if err := bus.Publish(ctx, "w", []byte("before")); err != nil {
+	if err := bus.PublishRaw(ctx, []byte("before")); err != nil {
 		t.Fatal(err)
 	}
 	if got := string(bustest.Receive(t, msgs)); got != "before" {
@@ -48,7 +48,7 @@ func TestSubscriptionSurvivesRestart(t *testing.T) {
 	}
 	srv.Restart()
 	bustest.Subscribed(t, msgs)
-	if err := bus.Publish(ctx, "w", []byte("after")); err != nil {
+	if err := bus.PublishRaw(ctx, []byte("after")); err != nil {
 		t.Fatal(err)
 	}
 	if got := string(bustest.Receive(t, msgs)); got != "after" {

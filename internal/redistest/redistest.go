@@ -8,6 +8,7 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -21,17 +22,40 @@ import (
 // Server is a running redis-server.
 type Server struct {
 	Addr string // host:port on 127.0.0.1
+	Dir  string // its working directory: AOF files, an aclfile, certificates
 	tb   testing.TB
-	dir  string
 	port int
 	cmd  *exec.Cmd
+	opt  Options
+}
+
+// Options change how the server runs.
+type Options struct {
+	// Args are more redis-server arguments, e.g. "--aclfile", path.
+	Args []string
+	// AppendOnly turns on the AOF with fsync at every write: a restart loses
+	// nothing that was acknowledged.
+	AppendOnly bool
+	// TLS serves TLS only, with this configuration's certificate files
+	// (TLSFiles); the readiness check dials with Client.
+	TLS *TLS
+}
+
+// TLS is a server's TLS setup: PEM files, and the client configuration the
+// readiness check uses.
+type TLS struct {
+	CA, Cert, Key string
+	Client        *tls.Config
 }
 
 // URL returns the server's redis:// URL.
 func (s *Server) URL() string { return "redis://" + s.Addr }
 
 // Start starts a redis-server for tb and stops it at cleanup.
-func Start(tb testing.TB) *Server {
+func Start(tb testing.TB) *Server { tb.Helper(); return StartWith(tb, Options{}) }
+
+// StartWith starts a redis-server with opt for tb and stops it at cleanup.
+func StartWith(tb testing.TB, opt Options) *Server {
 	tb.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("CI") != "" {
@@ -39,7 +63,7 @@ func Start(tb testing.TB) *Server {
 		}
 		tb.Skip("redis-server is not installed: skipping the Redis tests (apt-get install redis-server)")
 	}
-	s := &Server{tb: tb, dir: tb.TempDir(), port: freePort(tb)}
+	s := &Server{tb: tb, Dir: tb.TempDir(), port: freePort(tb), opt: opt}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	s.Restart()
 	tb.Cleanup(s.Stop)
@@ -56,7 +80,7 @@ func freePort(tb testing.TB) int {
 }
 
 // Stop kills the server at once, as a crash would (SIGKILL). Data not
-// persisted is lost; the server persists nothing.
+// persisted is lost; without AppendOnly the server persists nothing.
 func (s *Server) Stop() {
 	if s.cmd == nil {
 		return
@@ -66,13 +90,22 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
-// Restart starts the server again on the same port, empty, and waits until
-// it answers.
+// Restart starts the server again on the same port and waits until it
+// answers: empty, or with what the AOF kept.
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Stop()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--dir", s.dir, "--save", "", "--appendonly", "no", "--protected-mode", "yes")
+	aof := "no"
+	if s.opt.AppendOnly {
+		aof = "yes"
+	}
+	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--dir", s.Dir, "--save", "", "--appendonly", aof, "--appendfsync", "always", "--protected-mode", "yes"}
+	if t := s.opt.TLS; t != nil {
+		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(s.port), "--tls-cert-file", t.Cert,
+			"--tls-key-file", t.Key, "--tls-ca-cert-file", t.CA, "--tls-auth-clients", "yes")
+	}
+	cmd := exec.Command("redis-server", append(args, s.opt.Args...)...)
 	cmd.Stdout, cmd.Stderr = nil, nil
 	if err := cmd.Start(); err != nil {
 		s.tb.Fatalf("start redis-server: %v", err)
@@ -80,7 +113,7 @@ func (s *Server) Restart() {
 	s.cmd = cmd
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := ping(s.Addr)
+		err := s.ping()
 		if err == nil {
 			return
 		}
@@ -92,9 +125,16 @@ func (s *Server) Restart() {
 }
 
 // ping sends PING over a raw connection, so the helper does not depend on
-// the client under test.
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+// the client under test. A server that wants a password answers NOAUTH,
+// which is an answer too.
+func (s *Server) ping() error {
+	var c net.Conn
+	var err error
+	if s.opt.TLS != nil {
+		c, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", s.Addr, s.opt.TLS.Client)
+	} else {
+		c, err = net.DialTimeout("tcp", s.Addr, time.Second)
+	}
 	if err != nil {
 		return err
 	}
@@ -107,7 +147,7 @@ func ping(addr string) error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(line, "+PONG") {
+	if !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") {
 		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil

@@ -16,27 +16,53 @@ import (
 	"github.com/picluster/picluster/collector"
 	"github.com/picluster/picluster/internal/membus"
 	"github.com/picluster/picluster/internal/wire"
+	"github.com/picluster/picluster/mcpi"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// job returns a collector holding a finished job of two workers.
+// job returns a running collector holding a job of two workers, 20 ledger
+// entries of 10⁶ samples each, and one garbage report.
 func job(t *testing.T) *collector.Collector {
 	t.Helper()
-	c, err := collector.New(membus.New(), collector.Config{Channel: "test", Logger: quiet})
+	bus := membus.New()
+	c, err := collector.New(bus, collector.Config{Channel: "test", Logger: quiet, Kernel: mcpi.Generic})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tn, th uint64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	var st wire.State
+	waitFor(t, func() bool { b, _ := bus.State(ctx); st, _ = wire.DecodeState(b); return st.Job != "" })
+	seed, _ := wire.ParseSeed(st.Seed)
+	var es []wire.Signed
 	for seq := uint64(1); seq <= 20; seq++ {
-		n, h := uint64(1_000_000), uint64(785_000+seq*37%800)
-		tn, th = tn+n, th+h
 		for _, w := range []string{"a", "b"} {
-			c.Handle(wire.Encode(wire.Report{N: n, Hits: h, Worker: w, Seq: seq, TotalN: tn, TotalHits: th, Seconds: 0.5, Kernel: "go"}))
+			n := uint64(1_000_000)
+			h := mcpi.Batch{Key: mcpi.Key{Seed: seed, Worker: w, Seq: seq}, N: n}.Hits(mcpi.Generic)
+			es = append(es, wire.Signed{Payload: wire.EncodeEntry(wire.Entry{Job: st.Job, Seed: st.Seed, Worker: w, Seq: seq, N: n, Hits: h, Seconds: 0.5, Kernel: "go"})})
 		}
 	}
-	c.Handle([]byte("garbage"))
+	if err := bus.Append(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	_ = bus.PublishRaw(ctx, []byte("garbage"))
+	waitFor(t, func() bool { s := c.Summary(); return s.N == mcpi.CountOf(40_000_000) && s.Rejected == 1 })
 	return c
+}
+
+// waitFor polls cond: the collector has no event for "credited".
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20s")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func get(t *testing.T, url string) (int, string) {

@@ -16,7 +16,19 @@ const (
 // publishes on {channel}:control when it changes. Workers read it between
 // batches and leave when Status is Done.
 type State struct {
-	Status string    `json:"status"`
+	Status string `json:"status"`
+	// Job is the job's id, 16 hex digits, made by the collector at the first
+	// start or at --reset. Every ledger entry names it; entries of another
+	// job are refused.
+	Job string `json:"job,omitempty"`
+	// Seed is the job's seed, 16 hex digits: every batch of the job is drawn
+	// from it (with the worker id and seq), so no worker picks its own.
+	Seed string `json:"seed,omitempty"`
+	// MaxN is the most samples one ledger entry may carry in this job.
+	MaxN uint64 `json:"max_n,omitempty"`
+	// Secure is true when the collector holds a job key and refuses
+	// unsigned entries.
+	Secure bool      `json:"secure,omitempty"`
 	Reason string    `json:"reason,omitempty"` // why it is done: "target"
 	Pi     float64   `json:"pi,omitempty"`
 	StdErr float64   `json:"stderr,omitempty"`

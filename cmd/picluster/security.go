@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"time"
+
+	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/internal/redisbus"
+	"github.com/picluster/picluster/internal/wire"
+	"github.com/picluster/picluster/mcpi"
+)
+
+// keyCmd makes a job key, or derives a worker's key from the job key.
+func (e *env) keyCmd(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("key", flag.ContinueOnError)
+	var c common
+	var id string
+	var newKey bool
+	fs.StringVar(&c.keyFile, "key-file", "", "the job key `file` (default $PICLUSTER_KEY_FILE, or the key itself in $PICLUSTER_KEY)")
+	fs.StringVar(&id, "id", "", "print the key of the worker with this `id`: it signs only as that worker")
+	fs.BoolVar(&newKey, "new", false, "print a new random job key")
+	if err := e.parse(fs, "Makes a job key (--new), or derives a worker's key from the job key (--id),\nso a machine can hold a key that signs only as itself:\n\n  picluster key --new > job.key\n  picluster key --key-file job.key --id node7 > node7.key   # then, on node7:\n  picluster worker --key-file node7.key", args); err != nil || helped(args) {
+		return err
+	}
+	e.fill(&c)
+	switch {
+	case newKey && id == "":
+		var b [32]byte
+		_, _ = rand.Read(b[:])
+		fmt.Fprintln(e.stdout, base64.RawStdEncoding.EncodeToString(b[:]))
+		return nil
+	case id == "" || newKey:
+		fmt.Fprintln(e.stderr, "picluster key: give --new, or --id with the job key")
+		return errUsage
+	}
+	jobKey, err := e.jobKey(c)
+	if err != nil {
+		return err
+	}
+	if jobKey == nil {
+		return errors.New("no job key: give --key-file or set PICLUSTER_KEY")
+	}
+	if len(id) > wire.MaxWorkerLen {
+		return fmt.Errorf("--id: %d bytes, at most %d", len(id), wire.MaxWorkerLen)
+	}
+	fmt.Fprint(e.stdout, wire.FormatWorkerKey(id, wire.WorkerKey(jobKey, id)))
+	return nil
+}
+
+// ACLRules returns Redis ACL rules (the aclfile format) for a collector
+// user and a worker user of the job on channel, with the passwords given.
+// Workers may append to the ledger, publish on the job's channels and read
+// the state and their checkpoint; only the collector writes the state, the
+// checkpoint, the readers and the quarantine, or deletes anything.
+func ACLRules(channel, collectorPass, workerPass string) string {
+	k := redisbus.KeysOf(channel)
+	tag := "{" + channel + "}"
+	return fmt.Sprintf(`user default off
+user picluster-collector on >%s resetkeys resetchannels ~%s:* &%s &%s:* -@all +@read +@write +@stream +@pubsub +@transaction +@connection -@dangerous
+user picluster-worker on >%s resetkeys resetchannels ~%s %%R~%s %%R~%s &%s &%s &%s -@all +xadd +xread +publish +subscribe +unsubscribe +ping +get +hmget +multi +exec +discard +hello +auth +client|setname
+`, collectorPass, tag, channel, tag, workerPass, k.Ledger, k.State, k.Checkpoint, channel, k.Presence, k.Control)
+}
+
+// aclCmd prints ready-to-use ACL rules with fresh passwords.
+func (e *env) aclCmd(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("acl", flag.ContinueOnError)
+	channel := fs.String("channel", "pi_collector", "the job's report `channel`")
+	if err := e.parse(fs, "Prints Redis ACL rules (aclfile format) for a collector user and a worker user of\none job, with fresh random passwords. Save them as the server's aclfile (redis.conf:\naclfile /etc/redis/users.acl) or load each line with ACL SETUSER. Workers can append\nto the ledger, publish and read the state; they cannot write the state, the\ncheckpoint or the quarantine, nor delete anything.", args); err != nil || helped(args) {
+		return err
+	}
+	if err := redisbus.ValidChannel(*channel); err != nil {
+		return err
+	}
+	pw := func() string {
+		var b [24]byte
+		_, _ = rand.Read(b[:])
+		return hex.EncodeToString(b[:])
+	}
+	cp, wp := pw(), pw()
+	fmt.Fprintf(e.stderr, "ACL users for job %q, with new passwords: keep them secret. An aclfile has no comments, so the URLs go here:\n", *channel)
+	fmt.Fprintf(e.stderr, "  collector: REDIS_URL=redis://picluster-collector:%s@HOST:6379\n", cp)
+	fmt.Fprintf(e.stderr, "  workers:   REDIS_URL=redis://picluster-worker:%s@HOST:6379\n", wp)
+	fmt.Fprint(e.stdout, ACLRules(*channel, cp, wp))
+	return nil
+}
+
+// verifyCmd replays entries of the ledger's window, as the collector does,
+// from any machine.
+func (e *env) verifyCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	var c common
+	var fraction float64
+	var all, quarantine, jsonOut bool
+	var kernel string
+	e.commonFlags(fs, &c, "the Redis of the job")
+	fs.Float64Var(&fraction, "fraction", 0.05, "share of the window's samples to replay (`fraction`), chosen with probability ∝ n")
+	fs.BoolVar(&all, "all", false, "replay every entry of the window")
+	fs.BoolVar(&quarantine, "quarantine", false, "record the workers found wrong in {channel}:quarantine (needs the collector's Redis user)")
+	fs.BoolVar(&jsonOut, "json", false, "print the result as one JSON object")
+	fs.StringVar(&kernel, "kernel", "auto", "replay `kernel`: auto, avx512, avx2 or go")
+	if err := e.parse(fs, "Replays entries of the job's ledger (the window the collector keeps) bit for bit\nand checks their hits; with the job key, their signatures too. Exits 1 when an\nentry does not replay.", args); err != nil || helped(args) {
+		return err
+	}
+	e.fill(&c)
+	if !(fraction > 0 && fraction <= 1) {
+		return fmt.Errorf("--fraction %v: want a number in (0, 1]", fraction)
+	}
+	k, err := mcpi.ParseKernel(kernel)
+	if err != nil {
+		return fmt.Errorf("--kernel: %w", err)
+	}
+	log := e.logger(c)
+	jobKey, err := e.jobKey(c)
+	if err != nil {
+		return err
+	}
+	bus, err := e.openRedis(c, log)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	res, err := verifyLedger(ctx, bus, jobKey, k, fraction, all, e.stderr)
+	if err != nil {
+		return err
+	}
+	if quarantine {
+		for _, m := range res.Mismatches {
+			b, _ := json.Marshal(wire.QuarantineRecord{Reason: "replay_mismatch", Seq: m.Seq, Want: m.Want, Got: m.Got, By: "picluster verify", At: time.Now().UTC().Format(time.RFC3339)})
+			if err := bus.Quarantine(ctx, m.Worker, b); err != nil {
+				return fmt.Errorf("quarantine %q: %w", m.Worker, err)
+			}
+		}
+	}
+	if jsonOut {
+		b, _ := json.Marshal(res)
+		fmt.Fprintln(e.stdout, string(b))
+	} else {
+		fmt.Fprintf(e.stdout, "replayed %d of %d entries (%.3g of %.3g samples): %d exact, %d wrong, %d unsigned or mis-signed\n",
+			res.Replayed, res.Entries, res.ReplayedN, res.TotalN, res.Replayed-len(res.Mismatches), len(res.Mismatches), res.BadSig)
+		for _, m := range res.Mismatches {
+			fmt.Fprintf(e.stdout, "  worker %q seq %d: claimed %d hits, replay gives %d\n", m.Worker, m.Seq, m.Got, m.Want)
+		}
+	}
+	if len(res.Mismatches) > 0 {
+		return fmt.Errorf("%d entries did not replay", len(res.Mismatches))
+	}
+	return nil
+}
+
+// verifyResult is what picluster verify found.
+type verifyResult struct {
+	Entries    int        `json:"entries"`
+	TotalN     float64    `json:"total_n"`
+	Replayed   int        `json:"replayed"`
+	ReplayedN  float64    `json:"replayed_n"`
+	BadSig     int        `json:"bad_signature"`
+	Mismatches []mismatch `json:"mismatches"`
+}
+
+type mismatch struct {
+	Worker string `json:"worker"`
+	Seq    uint64 `json:"seq"`
+	Want   uint64 `json:"want"`
+	Got    uint64 `json:"got"`
+}
+
+// verifyLedger reads the whole ledger window and replays a sample of it.
+func verifyLedger(ctx context.Context, bus *redisbus.Bus, jobKey []byte, k mcpi.Kernel, fraction float64, all bool, progress interface{ Write([]byte) (int, error) }) (verifyResult, error) {
+	res := verifyResult{Mismatches: []mismatch{}}
+	var entries []wire.Entry
+	var s1, s2 float64
+	pos := ""
+	for {
+		page, err := bus.ReadLedger(ctx, pos, 1000, 0)
+		if err != nil {
+			return res, err
+		}
+		for _, le := range page {
+			pos = le.ID
+			e, err := wire.DecodeEntry(le.Payload)
+			if err != nil {
+				continue
+			}
+			if jobKey != nil && !wire.SignatureOK(wire.WorkerKey(jobKey, e.Worker), le.Payload, le.Sig) {
+				res.BadSig++
+				continue
+			}
+			entries = append(entries, e)
+			n := float64(e.N)
+			s1, s2 = s1+n, s2+n*n
+		}
+		if len(page) < 1000 {
+			break
+		}
+	}
+	res.Entries, res.TotalN = len(entries), s1
+	var chosen []wire.Entry
+	for _, e := range entries {
+		if all || mrand.Float64() < math.Min(1, float64(e.N)*fraction*s1/s2) {
+			chosen = append(chosen, e)
+		}
+	}
+	for i, e := range chosen {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		fmt.Fprintf(progress, "\rreplaying %d/%d", i+1, len(chosen))
+		want, ok := collector.Replay(e, k)
+		res.Replayed++
+		res.ReplayedN += float64(e.N)
+		if !ok || want != e.Hits {
+			res.Mismatches = append(res.Mismatches, mismatch{Worker: e.Worker, Seq: e.Seq, Want: want, Got: e.Hits})
+		}
+	}
+	if len(chosen) > 0 {
+		fmt.Fprintln(progress)
+	}
+	return res, nil
+}

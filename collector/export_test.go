@@ -1,0 +1,13 @@
+package collector
+
+import "github.com/picluster/picluster/internal/wire"
+
+// SetJob sets the job a collector that does not Run credits entries for.
+func (c *Collector) SetJob(s wire.State) {
+	c.mu.Lock()
+	c.job = s
+	c.mu.Unlock()
+}
+
+// Credit credits ledger entries as Run does when it reads them.
+func (c *Collector) Credit(es ...wire.LedgerEntry) bool { return c.creditAll(es) }

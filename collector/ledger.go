@@ -1,0 +1,152 @@
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/picluster/picluster/internal/wire"
+)
+
+// readerTTL is how long a collector's reading position holds back the
+// trimming of the ledger after its last update: a collector silent for
+// longer has stopped, and reloads from the checkpoint when it comes back.
+const readerTTL = 5 * time.Minute
+
+// trimmedField is the readers hash field where the last trim point is kept,
+// so a collector that was away longer than readerTTL knows it must reload.
+const trimmedField = "trimmed"
+
+// tend checkpoints, trims the ledger and refreshes the quarantine every
+// CheckpointEvery until ctx is done.
+func (c *Collector) tend(ctx context.Context) {
+	t := time.NewTicker(c.cfg.CheckpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := c.loadQuarantine(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("reading the quarantine failed; retrying at the next checkpoint", "err", err)
+		}
+		c.checkpoint(ctx)
+		if err := c.trim(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("trimming the ledger failed; retrying at the next checkpoint", "err", err)
+		}
+	}
+}
+
+// checkpoint saves the credits changed since the last checkpoint with the
+// position they stand at, and records this collector's reading position.
+func (c *Collector) checkpoint(ctx context.Context) {
+	c.mu.Lock()
+	pos := c.pool.pos
+	fields := make(map[string][]byte, len(c.dirty))
+	for id := range c.dirty {
+		fields[wire.CheckpointWorker+id] = wire.EncodeCredit(*c.pool.workers[id])
+	}
+	c.mu.Unlock()
+	if pos == "" {
+		return
+	}
+	if err := c.bus.SetReader(ctx, c.cfg.Name, pos+" "+strconv.FormatInt(c.cfg.Now().UnixMilli(), 10)); err != nil {
+		c.log.Warn("recording the reading position failed", "err", err)
+		return
+	}
+	saved, err := c.bus.SaveCheckpoint(ctx, pos, fields)
+	if err != nil {
+		c.log.Warn("checkpoint failed; retrying at the next one", "err", err)
+		return
+	}
+	c.mu.Lock()
+	c.savedPos = pos // saved, or the checkpoint holds a later position already
+	c.mu.Unlock()
+	if saved {
+		c.mu.Lock()
+		for k := range fields {
+			id := strings.TrimPrefix(k, wire.CheckpointWorker)
+			// A worker credited again since is still dirty: compare.
+			if cr := c.pool.workers[id]; cr != nil && string(wire.EncodeCredit(*cr)) == string(fields[k]) {
+				delete(c.dirty, id)
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// trim removes from the ledger what every live collector has credited and
+// checkpointed, but for the last LedgerWindow. A collector that finds the
+// ledger trimmed beyond its own position (it was away longer than
+// readerTTL) reloads from the checkpoint.
+func (c *Collector) trim(ctx context.Context) error {
+	readers, err := c.bus.Readers(ctx)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	mine, saved := c.pool.pos, c.savedPos
+	c.mu.Unlock()
+	if t := readers[trimmedField]; t != "" && wire.Later(t, mine) && mine != "" {
+		c.log.Warn("the ledger was trimmed past this collector's position (it was away); reloading from the checkpoint", "at", mine, "trimmed", t)
+		if err := c.load(ctx); err != nil {
+			return err
+		}
+		_, err := c.catchUp(ctx)
+		return err
+	}
+	now := c.cfg.Now().UnixMilli()
+	low, err := wire.ParseID(saved) // never past what the checkpoint holds
+	if err != nil || saved == "" {
+		return err
+	}
+	for name, v := range readers {
+		if name == trimmedField {
+			continue
+		}
+		pos, ms, ok := strings.Cut(v, " ")
+		at, err1 := strconv.ParseInt(ms, 10, 64)
+		id, err2 := wire.ParseID(pos)
+		if !ok || err1 != nil || err2 != nil || now-at > readerTTL.Milliseconds() {
+			continue
+		}
+		if id.Less(low) {
+			low = id
+		}
+	}
+	window := uint64(c.cfg.LedgerWindow.Milliseconds())
+	if low.Ms <= window {
+		return nil
+	}
+	minID := wire.ID{Ms: low.Ms - window}.String()
+	if err := c.bus.TrimLedger(ctx, minID); err != nil {
+		return err
+	}
+	return c.bus.SetReader(ctx, trimmedField, minID)
+}
+
+// loadQuarantine applies the quarantine records on the bus, some perhaps
+// written by another collector or by picluster verify.
+func (c *Collector) loadQuarantine(ctx context.Context) error {
+	m, err := c.bus.Quarantined(ctx)
+	if err != nil {
+		return fmt.Errorf("read the quarantine: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, b := range m {
+		var rec wire.QuarantineRecord
+		if json.Unmarshal(b, &rec) != nil {
+			rec.Reason = "unreadable record"
+		}
+		if c.pool.quarantine(id, rec) {
+			c.log.Warn("worker quarantined: its whole contribution leaves the estimate", "worker", id, "reason", rec.Reason, "seq", rec.Seq, "by", rec.By)
+			c.history.add(c.pool.total, c.cfg.Now())
+		}
+	}
+	return nil
+}

@@ -1,0 +1,188 @@
+package wire
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// LedgerVersion is the version of the ledger entries this package writes:
+// the "v" of an Entry.
+const LedgerVersion = 2
+
+// MaxEntryN is the most samples one ledger entry may carry: 2³², a few
+// seconds of one core to replay on any kernel. A worker splits larger
+// batches into entries of at most this size.
+const MaxEntryN = 1 << 32
+
+// Entry is one batch in a job's ledger, the stream {channel}:ledger. The same
+// JSON is published on the channel, where seed-style readers find "n" and
+// "pi_approx" as before. An entry is a claim that can be checked exactly: its
+// hits are a pure function of (Seed, Worker, Seq, N) (mcpi.Batch).
+type Entry struct {
+	V        int     `json:"v"`         // LedgerVersion
+	Job      string  `json:"job"`       // the job id of {channel}:state
+	Worker   string  `json:"worker"`    // who drew it
+	Seq      uint64  `json:"seq"`       // 1, 2, … within the worker's life in the job
+	N        uint64  `json:"n"`         // samples, 1 … MaxEntryN
+	Hits     uint64  `json:"hits"`      // points inside the quarter circle
+	PiApprox float64 `json:"pi_approx"` // 4·hits/n, for seed-style readers
+	Seed     string  `json:"seed"`      // the job's seed, 16 hex digits
+	Kernel   string  `json:"kernel"`    // the kernel that drew it, for the record
+	Seconds  float64 `json:"seconds"`   // how long it took to draw
+}
+
+// EncodeEntry returns e as JSON, with V and PiApprox set from the rest.
+func EncodeEntry(e Entry) []byte {
+	e.V = LedgerVersion
+	e.PiApprox = 4 * float64(e.Hits) / float64(max(e.N, 1))
+	b, err := json.Marshal(e)
+	if err != nil { // only for a NaN or Inf Seconds, which a worker never measures
+		panic(fmt.Sprintf("wire: encode entry: %v", err))
+	}
+	return b
+}
+
+// Reasons an entry is refused. The collector adds its own for entries that
+// are well formed but do not fit the job.
+const (
+	NotEntry    Reason = "not_entry"     // not a v2 ledger entry
+	V1Report    Reason = "v1_report"     // a protocol v1 worker's report: upgrade the worker
+	BadSeq      Reason = "bad_seq"       // seq missing or 0
+	BadSeed     Reason = "bad_seed"      // seed not 16 hex digits
+	Unsigned    Reason = "unsigned"      // no signature, and the job is in secure mode
+	BadSig      Reason = "bad_signature" // the signature does not match the worker's key
+	WrongJob    Reason = "wrong_job"     // an entry of another job (a worker left running across --reset)
+	WrongSeed   Reason = "wrong_seed"    // not drawn from the job's seed
+	NChanged    Reason = "n_changed"     // n differs from the worker's earlier entries
+	Duplicate   Reason = "duplicate"     // a seq the worker already has
+	Quarantined Reason = "quarantined"   // from a worker proven wrong by replay
+	TooLarge    Reason = "too_large"     // n above the job's cap
+	Anonymous   Reason = "anonymous"     // an anonymous report, refused in secure mode
+	TooMany     Reason = "too_many_workers"
+)
+
+var hex16 = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+// DecodeEntry parses and validates one ledger entry. It checks the entry on
+// its own; whether it fits the job (job id, seed, signature, seq order) is
+// the collector's to judge.
+func DecodeEntry(b []byte) (Entry, error) {
+	if len(b) > MaxSize {
+		return Entry{}, reject(Oversized, "%d bytes, limit %d", len(b), MaxSize)
+	}
+	var e Entry
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&e); err != nil {
+		return Entry{}, reject(NotEntry, "%v", err)
+	}
+	if d.More() {
+		return Entry{}, reject(NotEntry, "trailing data after the entry")
+	}
+	switch {
+	case e.V != LedgerVersion:
+		return Entry{}, reject(BadVersion, "v = %d, want %d", e.V, LedgerVersion)
+	case !validWorker(e.Worker):
+		return Entry{}, reject(BadWorker, "worker %q", e.Worker)
+	case !hex16.MatchString(e.Job):
+		return Entry{}, reject(WrongJob, "job %q is not a job id", e.Job)
+	case e.Seq == 0:
+		return Entry{}, reject(BadSeq, "seq 0, numbering starts at 1")
+	case e.N == 0 || e.N > MaxEntryN:
+		return Entry{}, reject(BadN, "n = %d, want 1 … %d", e.N, uint64(MaxEntryN))
+	case e.Hits > e.N:
+		return Entry{}, reject(BadHits, "hits %d > n %d", e.Hits, e.N)
+	case !hex16.MatchString(e.Seed):
+		return Entry{}, reject(BadSeed, "seed %q", e.Seed)
+	case len(e.Kernel) > 32 || !validWorker(e.Kernel):
+		return Entry{}, reject(BadField, "kernel %q", e.Kernel)
+	case !(e.Seconds >= 0 && e.Seconds < 1e7):
+		return Entry{}, reject(BadField, "seconds %v", e.Seconds)
+	}
+	if d := 4*float64(e.Hits)/float64(e.N) - e.PiApprox; d > PiTolerance || d < -PiTolerance {
+		return Entry{}, reject(HitsMismatch, "pi_approx %v but 4·%d/%d", e.PiApprox, e.Hits, e.N)
+	}
+	return e, nil
+}
+
+// ParseSeed reads a seed written as 16 hex digits.
+func ParseSeed(s string) (uint64, error) {
+	if !hex16.MatchString(s) {
+		return 0, fmt.Errorf("seed %q: want 16 lower-case hex digits", s)
+	}
+	return strconv.ParseUint(s, 16, 64)
+}
+
+// FormatSeed writes a seed as 16 hex digits.
+func FormatSeed(s uint64) string { return fmt.Sprintf("%016x", s) }
+
+// Keys. A job key is a secret of at least MinKeyLen bytes that only the
+// collector (and whoever sets the job up) holds. From it, WorkerKey derives
+// one key per worker id, so a machine given its own worker key can sign
+// entries only as itself. Entries are signed with HMAC-SHA256 over the exact
+// bytes of the entry's JSON.
+
+// MinKeyLen is the shortest job key accepted, in bytes.
+const MinKeyLen = 16
+
+// WorkerKeyPrefix starts a worker key file: "picluster-worker-v1 ID HEX".
+const WorkerKeyPrefix = "picluster-worker-v1"
+
+// WorkerKey derives worker id's signing key from the job key.
+func WorkerKey(jobKey []byte, worker string) []byte {
+	m := hmac.New(sha256.New, jobKey)
+	m.Write([]byte("picluster worker key v1\x00"))
+	m.Write([]byte(worker))
+	return m.Sum(nil)
+}
+
+// Sign returns the hex HMAC-SHA256 of entry under key.
+func Sign(key, entry []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write(entry)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// SignatureOK reports whether sig is entry's signature under key, in
+// constant time.
+func SignatureOK(key, entry []byte, sig string) bool {
+	got, err := hex.DecodeString(sig)
+	if err != nil {
+		return false
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write(entry)
+	return hmac.Equal(got, m.Sum(nil))
+}
+
+// FormatWorkerKey writes a worker's key file: one line, the worker's id and
+// its key, so the file says whom it signs for.
+func FormatWorkerKey(worker string, key []byte) string {
+	return WorkerKeyPrefix + " " + worker + " " + hex.EncodeToString(key) + "\n"
+}
+
+// ParseKey reads a key file. A worker key file gives the worker id it is
+// bound to and its key; anything else is a job key, returned with an empty
+// worker.
+func ParseKey(b []byte) (worker string, key []byte, err error) {
+	s := strings.TrimSpace(string(b))
+	if rest, ok := strings.CutPrefix(s, WorkerKeyPrefix+" "); ok {
+		id, h, ok := strings.Cut(rest, " ")
+		k, err := hex.DecodeString(h)
+		if !ok || err != nil || len(k) != sha256.Size || !validWorker(id) {
+			return "", nil, fmt.Errorf("worker key: want %q, one line", WorkerKeyPrefix+" ID HEX")
+		}
+		return id, k, nil
+	}
+	if len(s) < MinKeyLen {
+		return "", nil, fmt.Errorf("job key: %d bytes, want at least %d (e.g. head -c 32 /dev/urandom | base64 > job.key)", len(s), MinKeyLen)
+	}
+	return "", []byte(s), nil
+}
