@@ -352,6 +352,7 @@ func (c *Collector) Summary() Summary {
 	s.Checks = workerStats(s.WorkerTable, t)
 	disp, binom := c.pool.disp.stdErr()
 	s.Checks.Chunks = int(c.pool.disp.m)
+	s.Checks.EffectiveChunks = Float(c.pool.disp.effective())
 	s.Checks.DispersionRatio = Float(disp / binom)
 	s.Checks.StdErrDispersion = Float(float64(s.StdErr) * disp / binom)
 	s.Flagged = []string{}
