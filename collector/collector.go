@@ -330,9 +330,10 @@ func (c *Collector) Summary() Summary {
 	s := Summary{
 		Channel: c.cfg.Channel, N: t.N, Hits: t.Hits,
 		Pi: Float(t.Pi()), StdErr: Float(t.StdErr()), CI95: [2]Float{Float(lo), Float(hi)},
+		Bias: mcpi.PiBias, PiDigits: CertainDigits(t.Pi(), lo, hi),
 		Workers: len(c.pool.workers), Batches: c.pool.batches, Anonymous: c.pool.anonBatches,
 		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: c.pool.duplicates,
-		Seconds: secs, StoppedBy: c.stopped, TargetSE: c.cfg.TargetSE, Accepted: c.pool.accepted,
+		Seconds: Float(secs), StoppedBy: c.stopped, TargetSE: Float(c.cfg.TargetSE), Accepted: c.pool.accepted,
 	}
 	for r, n := range c.rejected {
 		s.Rejected += n
@@ -345,7 +346,7 @@ func (c *Collector) Summary() Summary {
 			LastSeen: c.pool.seen[id], Status: presence(now, c.pool.seen[id], r.Seconds, c.pool.left[id]),
 			tally: mcpi.TallyOf(r.TotalN, r.TotalHits)}
 		if r.Seconds > 0 {
-			w.SamplesPerS = float64(r.N) / r.Seconds
+			w.SamplesPerS = Float(float64(r.N) / r.Seconds)
 		}
 		s.WorkerTable = append(s.WorkerTable, w)
 	}
@@ -362,13 +363,13 @@ func (c *Collector) Summary() Summary {
 		}
 	}
 	if secs > 0 && c.synced {
-		s.SamplesPerS = t.N.Sub(c.baseN).Float64() / secs
+		s.SamplesPerS = Float(t.N.Sub(c.baseN).Float64() / secs)
 	}
 	s.ETASeconds = Float(math.NaN())
-	if se := float64(s.StdErr); c.cfg.TargetSE > 0 && se > 0 && s.SamplesPerS > 0 {
+	if se, rate := float64(s.StdErr), float64(s.SamplesPerS); c.cfg.TargetSE > 0 && se > 0 && rate > 0 {
 		// SE ∝ 1/√N: the target needs N·(SE/target)² samples in all.
 		need := t.N.Float64() * (se / c.cfg.TargetSE) * (se / c.cfg.TargetSE)
-		s.ETASeconds = Float(max(0, need-t.N.Float64()) / s.SamplesPerS)
+		s.ETASeconds = Float(max(0, need-t.N.Float64()) / rate)
 	}
 	return s
 }

@@ -106,7 +106,7 @@ type WorkerStats struct {
 	Hits        uint64     `json:"hits"`
 	Pi          Float      `json:"pi"`
 	Z           Float      `json:"z"` // against the pooled estimate of all the others
-	SamplesPerS float64    `json:"samples_per_s"`
+	SamplesPerS Float      `json:"samples_per_s"`
 	Seq         uint64     `json:"seq"`
 	Kernel      string     `json:"kernel,omitempty"`
 	LastSeen    time.Time  `json:"last_seen"`
