@@ -227,7 +227,7 @@ func (c *Collector) handle(payload []byte, live bool) (changed bool) {
 		changed, err = c.pool.add(r, live, now)
 	}
 	if err == nil && live {
-		c.pool.accepted++
+		c.pool.accepted = sat(c.pool.accepted, 1)
 	}
 	if changed {
 		c.history.add(c.pool.total, now)
@@ -239,7 +239,7 @@ func (c *Collector) handle(payload []byte, live bool) (changed bool) {
 	if !errors.As(err, &e) {
 		e = &wire.Error{Reason: wire.NotJSON, Detail: err.Error()}
 	}
-	c.rejected[e.Reason]++
+	c.rejected[e.Reason] = sat(c.rejected[e.Reason], 1)
 	sender := r.Worker
 	if sender == "" {
 		sender = "(unnamed)"
@@ -261,7 +261,7 @@ func (c *Collector) HandlePresence(payload []byte) {
 	if err != nil {
 		var e *wire.Error
 		if errors.As(err, &e) {
-			c.rejected[e.Reason]++
+			c.rejected[e.Reason] = sat(c.rejected[e.Reason], 1)
 		}
 		return
 	}
@@ -336,7 +336,7 @@ func (c *Collector) Summary() Summary {
 		Seconds: Float(secs), StoppedBy: c.stopped, TargetSE: Float(c.cfg.TargetSE), Accepted: c.pool.accepted,
 	}
 	for r, n := range c.rejected {
-		s.Rejected += n
+		s.Rejected = sat(s.Rejected, n)
 		s.RejectedBy[string(r)] = n
 	}
 	now := c.cfg.Now()

@@ -206,3 +206,16 @@ func TestPresence(t *testing.T) {
 		t.Errorf("a bad presence message: rejected %d, want 1", s.Rejected)
 	}
 }
+
+// Counters saturate: workers at seq 2⁶⁴−1 and 2 make more batches than a
+// uint64 holds, and the count stays at its largest value instead of
+// wrapping to a small one.
+func TestBatchesSaturate(t *testing.T) {
+	c := newCollector(t, membus.New(), collector.Config{})
+	c.Handle(report("a", math.MaxUint64, 10, 8, 100, 78))
+	c.Handle(report("b", 2, 10, 8, 100, 78))
+	c.Handle([]byte(`{"n": 4, "pi_approx": 3}`))
+	if s := c.Summary(); s.Batches != math.MaxUint64 || s.Workers != 2 {
+		t.Errorf("batches %d, workers %d; want %d, 2", s.Batches, s.Workers, uint64(math.MaxUint64))
+	}
+}

@@ -32,8 +32,8 @@ func (p *pool) add(r wire.Report, live bool, now time.Time) (changed bool, err e
 	if r.Anonymous() {
 		p.total = p.total.Add(mcpi.TallyOf(r.N, r.Hits))
 		p.disp.add(r.N, r.Hits)
-		p.anonBatches++
-		p.batches++
+		p.anonBatches = sat(p.anonBatches, 1)
+		p.batches = sat(p.batches, 1)
 		return true, nil
 	}
 	prev, ok := p.workers[r.Worker]
@@ -58,7 +58,7 @@ func (p *pool) add(r wire.Report, live bool, now time.Time) (changed bool, err e
 	}
 	p.total = p.total.Sub(mcpi.TallyOf(prev.TotalN, prev.TotalHits)).Add(mcpi.TallyOf(r.TotalN, r.TotalHits))
 	p.disp.add(r.TotalN-prev.TotalN, r.TotalHits-prev.TotalHits)
-	p.batches += r.Seq - prev.Seq
+	p.batches = sat(p.batches, r.Seq-prev.Seq)
 	p.workers[r.Worker] = r
 	if live {
 		p.seen[r.Worker] = now
@@ -71,6 +71,15 @@ func (p *pool) add(r wire.Report, live bool, now time.Time) (changed bool, err e
 
 func (p *pool) countDuplicate(live bool) {
 	if live {
-		p.duplicates++
+		p.duplicates = sat(p.duplicates, 1)
 	}
+}
+
+// sat returns a + b, or the largest uint64 when that overflows: a counter
+// that saturates says "at least this many", one that wraps says "none".
+func sat(a, b uint64) uint64 {
+	if a > ^uint64(0)-b {
+		return ^uint64(0)
+	}
+	return a + b
 }
