@@ -73,6 +73,22 @@ func TestResumesUnderTheSameID(t *testing.T) {
 	}
 }
 
+// A worker whose recorded totals have no hits (total_hits 0, which the
+// encoder once left out) resumes from them.
+func TestResumesFromZeroHits(t *testing.T) {
+	bus := membus.New()
+	if err := bus.Publish(t.Context(), "zero", wire.Encode(wire.Report{N: 1, Hits: 0, Worker: "zero", Seq: 5, TotalN: 3, TotalHits: 0})); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorker(t, bus, worker.Config{ID: "zero", Batch: 1000, MaxBatches: 1})
+	if err := w.Run(t.Context()); err != nil {
+		t.Fatalf("resume from total_hits 0: %v", err)
+	}
+	if r := latest(t, bus, "zero"); r.Seq != 6 || r.TotalN != 1003 || r.TotalHits != r.Hits {
+		t.Errorf("after resuming: %+v, want seq 6, total_n 1003, total_hits = this batch's hits", r)
+	}
+}
+
 func TestLeavesAtOnceWhenTheJobIsDone(t *testing.T) {
 	bus := membus.New()
 	_ = bus.SetState(t.Context(), wire.EncodeState(wire.State{Status: wire.Done}))
