@@ -19,9 +19,9 @@ const (
 	// them is ever flagged, at any of any number of evaluations, is at most
 	// FlagAlpha (see doc.go for the exact statement).
 	FlagAlpha = 0.01
-	// FlagScale is m₀, the effective sample size (in samples) at which the
-	// flag boundary is tightest relative to a fixed-sample test: the mixing
-	// scale of the normal-mixture boundary.
+	// FlagScale is m₀, the mixing scale of the flags' normal-mixture
+	// boundary, in samples: for effective sample sizes below it the boundary
+	// is wide, above it it grows only as √(ln m).
 	FlagScale = 1e7
 	// MinEffectiveChunks is the effective number of chunks, (Σnⱼ)²/Σnⱼ²,
 	// below which the dispersion SE is not reported.
