@@ -36,6 +36,8 @@ func job(t *testing.T) *collector.Collector {
 		}
 	}
 	c.Handle([]byte("garbage"))
+	// A batch of 5e-324 s, an infinite rate: rejected, and nothing breaks.
+	c.Handle([]byte(`{"n":4,"pi_approx":3,"hits":3,"worker":"inf","seq":1,"total_n":4,"total_hits":3,"seconds":5e-324}`))
 	return c
 }
 
