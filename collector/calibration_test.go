@@ -159,13 +159,23 @@ func calibRebuild(t *testing.T) {
 	}
 }
 
-// job builds the worker table of W workers with tallies ts.
-func table(ts []mcpi.Tally) []WorkerStats {
-	ws := make([]WorkerStats, len(ts))
+// ids are worker ids in sorted order, made once.
+var ids = func() []string {
+	ids := make([]string, 10_000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("w%05d", i)
+	}
+	return ids
+}()
+
+// table builds a worker table as Summary does, from the workers' tallies,
+// reusing ws.
+func table(ws []WorkerStats, ts []mcpi.Tally) []WorkerStats {
+	ws = ws[:0]
 	for i, t := range ts {
 		n, _ := t.N.Uint64()
 		h, _ := t.Hits.Uint64()
-		ws[i] = WorkerStats{ID: fmt.Sprintf("w%05d", i), N: n, Hits: h, tally: t}
+		ws = append(ws, WorkerStats{ID: ids[i], N: n, Hits: h, tally: t})
 	}
 	return ws
 }
@@ -229,7 +239,7 @@ func calibAnonymousHeavy(t *testing.T) {
 			total = total.Add(mcpi.TallyOf(n, h))
 			d.add(n, h)
 		}
-		ws := table(ts)
+		ws := table(nil, ts)
 		c := workerStats(ws, total)
 		ps = append(ps, float64(c.Chi2P))
 		oldPs = append(oldPs, oldChi2P(ws, total))
@@ -286,6 +296,7 @@ func maxFalseFlags(jobs int) int {
 // by the rule and by the old |z| > 5, and the χ² p-value of the last look.
 func flags(r *rand.Rand, workers, looks int, batch func(look int) uint64) (flagged, oldFlagged bool, chi2P float64) {
 	ts := make([]mcpi.Tally, workers)
+	var ws []WorkerStats
 	for look := range looks {
 		n := batch(look)
 		var total mcpi.Tally
@@ -293,7 +304,7 @@ func flags(r *rand.Rand, workers, looks int, batch func(look int) uint64) (flagg
 			ts[i] = ts[i].Add(mcpi.TallyOf(n, draw(r, n, p0)))
 			total = total.Add(ts[i])
 		}
-		ws := table(ts)
+		ws = table(ws, ts)
 		c := workerStats(ws, total)
 		for _, w := range ws {
 			flagged = flagged || w.Flagged
@@ -405,7 +416,7 @@ func calibPower(t *testing.T) {
 				ts[i] = ts[i].Add(mcpi.TallyOf(batch, draw(r, batch, p)))
 				total = total.Add(ts[i])
 			}
-			ws := table(ts)
+			ws := table(nil, ts)
 			workerStats(ws, total)
 			for _, w := range ws[1:] {
 				if w.Flagged {
