@@ -8,6 +8,8 @@ package collector
 // figures logged:
 //
 //	go test ./collector -run Calibration/rebuild -calib.job 17 -v
+//
+// For tighter figures, -calib.scale 10 runs ten times as many jobs.
 
 import (
 	"flag"
@@ -22,7 +24,10 @@ import (
 	"github.com/picluster/picluster/mcpi"
 )
 
-var calibJob = flag.Int("calib.job", -1, "replay only this job of each calibration scenario, logging it")
+var (
+	calibJob   = flag.Int("calib.job", -1, "replay only this job of each calibration scenario, logging it")
+	calibScale = flag.Int("calib.scale", 1, "run this many times as many jobs in each calibration scenario")
+)
 
 // scenario runs jobs jobs of a simulation, each with its own generator, and
 // returns how many it ran. With -calib.job it runs that one job only and
@@ -34,6 +39,7 @@ func scenario(t *testing.T, seed uint64, jobs int, job func(j int, r *rand.Rand,
 		job(*calibJob, rand.New(rand.NewPCG(seed, uint64(*calibJob))), t.Logf)
 		return 1, true
 	}
+	jobs *= max(*calibScale, 1)
 	t.Logf("seed %#x, jobs 0…%d (replay one with -calib.job J)", seed, jobs-1)
 	quiet := func(string, ...any) {}
 	for j := range jobs {
@@ -399,8 +405,10 @@ func detectionSamples(bias float64, workers int, power float64) float64 {
 func calibPower(t *testing.T) {
 	const workers, bias, batch = 100, 1e-4, uint64(1e9)
 	mStar := detectionSamples(bias, workers, 0.99)
-	// m = n₀·n_r/(n₀ + n_r) with n_r = 99·n₀: the biased worker's n for m*.
-	nStar := mStar * 100 / 99
+	// m = n₀·n_r/(n₀ + n_r) with n_r = 99·n₀, so the biased worker's n for
+	// m* is m*·100/99; workers are evaluated every batch samples, and the
+	// first evaluation at or past it is where the flag is due.
+	nStar := math.Ceil(mStar*100/99/float64(batch)) * float64(batch)
 	var inTime, honestFlags int
 	var firsts []float64
 	jobs, replay := scenario(t, 0xca11b0007, 200, func(j int, r *rand.Rand, logf func(string, ...any)) {
@@ -439,8 +447,8 @@ func calibPower(t *testing.T) {
 		return
 	}
 	slices.Sort(firsts)
-	t.Logf("bias 1e-4 among %d workers: predicted flagged by n = %.3g at 99 %% power; flagged by then in %d/%d jobs; median n at the flag %.3g",
-		workers, nStar, inTime, jobs, firsts[len(firsts)/2])
+	t.Logf("bias 1e-4 among %d workers: predicted flagged by m* = %.3g (n = %.3g, the first evaluation past it) at 99 %% power; flagged by then in %d/%d jobs; median n at the flag %.3g",
+		workers, mStar, nStar, inTime, jobs, firsts[len(firsts)/2])
 	if float64(inTime) < 0.95*float64(jobs) {
 		t.Errorf("flagged in time in %d of %d jobs, want ≥ 95 %%", inTime, jobs)
 	}
