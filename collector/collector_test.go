@@ -97,7 +97,7 @@ func TestCreditsTheLedger(t *testing.T) {
 	_ = bus.PublishRaw(ctx, []byte(`{"n":10,"pi_approx":3.2,"hits":8,"v":1,"worker":"old","seq":1,"total_n":10,"total_hits":8}`)) // a v1 worker
 	_ = bus.PublishRaw(ctx, []byte(`{"n": 18446744073709551615, "pi_approx": 3.2}`))                                              // too large
 	_ = bus.Append(ctx, []wire.Signed{{Payload: []byte(`{"v":2,"job":"x"}`)}})                                                    // not an entry
-	want := map[string]uint64{"duplicate": 1, "wrong_job": 1, "wrong_seed": 1, "n_changed": 1, "not_json": 1, "v1_report": 1, "too_large": 1, "bad_worker": 1}
+	want := map[string]uint64{"duplicate": 1, "wrong_job": 1, "wrong_seed": 1, "n_changed": 1, "not_json": 1, "v1_report": 1, "too_large": 1, "not_entry": 1}
 	waitFor(t, func() bool { return c.Summary().Rejected == 8 && c.Summary().Anonymous == 1 })
 	s := c.Summary()
 	if got, want := s.N, mcpi.CountOf(100+100+1000+1000); got != want {
@@ -359,4 +359,24 @@ func TestQuarantine(t *testing.T) {
 	again := newCollector(t, bus, collector.Config{Name: "again"})
 	started(t, again, bus)
 	waitFor(t, func() bool { return again.Summary().N == mcpi.CountOf(1000) })
+}
+
+// Counters saturate: workers with 2⁶⁴−1 and 2 entries make more batches
+// than a uint64 holds, and the count stays at its largest value instead of
+// wrapping to a small one.
+func TestBatchesSaturate(t *testing.T) {
+	bus := membus.New()
+	fields := map[string][]byte{
+		wire.CheckpointWorker + "a": wire.EncodeCredit(wire.Credit{Seq: math.MaxUint64, N: 1, TotalN: 100, TotalHits: 78, Entries: math.MaxUint64}),
+		wire.CheckpointWorker + "b": wire.EncodeCredit(wire.Credit{Seq: 2, N: 50, TotalN: 100, TotalHits: 78, Entries: 2}),
+	}
+	if _, err := bus.SaveCheckpoint(context.Background(), "1-0", fields); err != nil {
+		t.Fatal(err)
+	}
+	c := newCollector(t, bus, collector.Config{})
+	started(t, c, bus)
+	waitFor(t, func() bool { return c.Summary().Workers == 2 })
+	if s := c.Summary(); s.Batches != math.MaxUint64 {
+		t.Errorf("batches %d; want %d", s.Batches, uint64(math.MaxUint64))
+	}
 }

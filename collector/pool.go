@@ -77,7 +77,8 @@ func (p *pool) quarantine(worker string, rec wire.QuarantineRecord) bool {
 	return true
 }
 
-// sat returns a+b, or the largest uint64 instead of wrapping.
+// sat returns a + b, or the largest uint64 when that overflows: a counter
+// that saturates says "at least this many", one that wraps says "none".
 func sat(a, b uint64) uint64 {
 	if a > ^uint64(0)-b {
 		return ^uint64(0)

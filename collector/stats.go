@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -11,23 +12,40 @@ import (
 	"github.com/picluster/picluster/mcpi"
 )
 
-// Thresholds for flagging a worker whose tally is implausible.
+// The checks' parameters; doc.go derives the rules they set.
 const (
-	FlagZ      = 5    // |z| against the pooled estimate of the others
-	FlagChi2P  = 1e-6 // χ² homogeneity p-value below which the largest contributor is flagged
-	minChunks  = 3    // chunks below which the dispersion SE is not reported
-	minWorkerN = 1000 // samples below which a worker takes no part in the χ² test
+	// FlagAlpha is the family-wise false-alarm rate of the per-worker flags:
+	// in a job whose workers are all honest, the probability that any of
+	// them is ever flagged, at any of any number of evaluations, is at most
+	// FlagAlpha (see doc.go for the exact statement).
+	FlagAlpha = 0.01
+	// FlagScale is m₀, the mixing scale of the flags' normal-mixture
+	// boundary, in samples: for effective sample sizes below it the boundary
+	// is wide, above it it grows only as √(ln m).
+	FlagScale = 1e7
+	// MinEffectiveChunks is the effective number of chunks, (Σnⱼ)²/Σnⱼ²,
+	// below which the dispersion SE is not reported.
+	MinEffectiveChunks = 3
+	minWorkerN         = 1000 // samples below which a worker takes no part in the χ² test
 )
 
 // dispersion accumulates the chunks of samples the collector accepted
-// (each report's increase of a worker's totals, or an anonymous batch: disjoint
-// samples) to estimate the standard error from their scatter, independently of
-// the binomial formula. Sums are of d = h − p₀n around p₀ = π/4, so nothing
-// large cancels.
+// (each report's increase of a worker's totals, or an anonymous batch, or a
+// ledger entry: disjoint samples (nⱼ, hⱼ)) to estimate the standard error
+// from their scatter, independently of the binomial formula:
+//
+//	Var(p̂) ≈ Σ(hⱼ − p̂nⱼ)² / (N² − Σnⱼ²),
+//
+// unbiased under the binomial model for chunks of any sizes (doc.go). Sums
+// are of d = h − p₀n around p₀ = π/4, so nothing large cancels in
+// Σ(hⱼ − p̂nⱼ)², and N² − Σnⱼ² is accumulated as Σᵢ≠ⱼ nᵢnⱼ, a sum of
+// positive terms, so it keeps its precision when one chunk holds almost all
+// of N.
 type dispersion struct {
 	m          float64 // chunks
 	n, h       float64 // Σn, Σh
 	dd, dn, nn float64 // Σd², Σd·n, Σn²
+	cross      float64 // Σᵢ≠ⱼ nᵢnⱼ = N² − Σn²
 }
 
 const p0 = math.Pi / 4
@@ -39,6 +57,7 @@ func (d *dispersion) add(n, h uint64) {
 	fn, fh := float64(n), float64(h)
 	dev := fh - p0*fn
 	d.m++
+	d.cross += 2 * fn * d.n
 	d.n += fn
 	d.h += fh
 	d.dd += dev * dev
@@ -46,20 +65,38 @@ func (d *dispersion) add(n, h uint64) {
 	d.nn += fn * fn
 }
 
-// stdErr returns the standard error of π̂ over the chunks implied by their
-// scatter (the ratio estimator's variance, m/(m−1)·Σ(hⱼ − p̂nⱼ)²/(Σn)², times
-// 16), and the binomial standard error over the same chunks; NaN for fewer
-// than minChunks chunks.
-func (d *dispersion) stdErr() (disp, binom float64) {
-	if d.m < minChunks {
+// effective returns the effective number of chunks, N²/Σnⱼ²: m for m equal
+// chunks, about 1 when one chunk holds almost all the samples.
+func (d *dispersion) effective() float64 {
+	if d.nn == 0 {
+		return 0
+	}
+	return d.n / d.nn * d.n
+}
+
+// raw returns the standard error of π̂ implied by the scatter of the chunks,
+// 4·√(Σ(hⱼ − p̂nⱼ)²/(N² − Σnⱼ²)), and the binomial standard error of the same
+// chunks, 4·√(p̂(1−p̂)/N), however little evidence there is: NaN for fewer
+// than two chunks.
+func (d *dispersion) raw() (disp, binom float64) {
+	if d.m < 2 || d.cross <= 0 {
 		return math.NaN(), math.NaN()
 	}
 	p := d.h / d.n
 	delta := p - p0
 	ss := d.dd - 2*delta*d.dn + delta*delta*d.nn // Σ(hⱼ − p̂nⱼ)²
-	disp = 4 * math.Sqrt(max(ss, 0)*d.m/(d.m-1)) / d.n
+	disp = 4 * math.Sqrt(max(ss, 0)/d.cross)
 	binom = 4 * math.Sqrt(p*(1-p)/d.n)
 	return disp, binom
+}
+
+// stdErr is raw when the chunks are worth at least MinEffectiveChunks equal
+// ones, NaN otherwise.
+func (d *dispersion) stdErr() (disp, binom float64) {
+	if d.effective() < MinEffectiveChunks {
+		return math.NaN(), math.NaN()
+	}
+	return d.raw()
 }
 
 // WorkerStats is one worker as the collector sees it.
@@ -69,7 +106,7 @@ type WorkerStats struct {
 	Hits        uint64     `json:"hits"`
 	Pi          Float      `json:"pi"`
 	Z           Float      `json:"z"` // against the pooled estimate of all the others
-	SamplesPerS float64    `json:"samples_per_s"`
+	SamplesPerS Float      `json:"samples_per_s"`
 	Seq         uint64     `json:"seq"`
 	Entries     uint64     `json:"entries"`  // ledger entries credited
 	Gaps        uint64     `json:"gaps"`     // seqs missing between them
@@ -87,24 +124,38 @@ type Checks struct {
 	// StdErrDispersion is the SE implied by the scatter of the chunks
 	// received, scaled to the whole N; DispersionRatio is that SE over the
 	// binomial SE of the same chunks: about 1 when the error bar is right.
+	// Both are null until the chunks are worth MinEffectiveChunks equal ones.
 	StdErrDispersion Float `json:"stderr_dispersion"`
 	DispersionRatio  Float `json:"dispersion_ratio"`
 	Chunks           int   `json:"chunks"`
+	// EffectiveChunks is (Σnⱼ)²/Σnⱼ² over the chunks.
+	EffectiveChunks Float `json:"effective_chunks"`
 	// Chi2 is the homogeneity statistic across workers (those with at least
-	// 1000 samples), on Chi2DF degrees of freedom, and Chi2P its p-value.
+	// 1000 samples), against their own pooled hit fraction, on Chi2DF
+	// degrees of freedom, and Chi2P its p-value at this evaluation. It is a
+	// check, not a flag: see FlagAlpha for what flags a worker.
 	Chi2   Float `json:"chi2"`
 	Chi2DF int   `json:"chi2_df"`
 	Chi2P  Float `json:"chi2_p"`
+	// FlagAlpha is the family-wise false-alarm rate of the flags.
+	FlagAlpha Float `json:"flag_alpha"`
 }
 
 // workerStats computes the per-worker table and the χ² test, and flags the
 // implausible. total is the pooled tally of everything, anonymous batches
-// included; the workers are compared with each other and with it.
+// included: each worker is compared with all the rest, and flagged when its
+// |z| crosses flagBound at the family-wise rate FlagAlpha over the workers
+// in ws. The χ² test compares the tested workers with each other only.
 func workerStats(ws []WorkerStats, total mcpi.Tally) Checks {
-	c := Checks{Chi2: Float(math.NaN()), Chi2P: Float(math.NaN())}
+	c := Checks{Chi2: Float(math.NaN()), Chi2P: Float(math.NaN()), FlagAlpha: FlagAlpha}
 	p := total.P()
-	var chi2 float64
-	worst, worstI := -1.0, -1
+	var tested mcpi.Tally
+	for i := range ws {
+		if ws[i].N >= minWorkerN {
+			tested = tested.Add(ws[i].tally)
+		}
+	}
+	alpha := FlagAlpha / float64(max(len(ws), 1))
 	for i := range ws {
 		w := &ws[i]
 		w.Pi, w.Z = Float(w.tally.Pi()), Float(math.NaN())
@@ -115,29 +166,50 @@ func workerStats(ws []WorkerStats, total mcpi.Tally) Checks {
 		ni, nr := float64(w.N), rest.N.Float64()
 		z := (w.tally.P() - rest.P()) / math.Sqrt(p*(1-p)*(1/ni+1/nr))
 		w.Z = Float(z)
-		if math.Abs(z) > FlagZ {
-			w.Flagged, w.Why = true, "|z| > 5"
-		}
-		if w.N >= minWorkerN {
-			d := (float64(w.Hits) - ni*p)
-			contrib := d * d / (ni * p * (1 - p))
-			chi2 += contrib
-			c.Chi2DF++
-			if contrib > worst {
-				worst, worstI = contrib, i
-			}
+		if b := flagBound(ni*nr/(ni+nr), alpha); math.Abs(z) >= b {
+			w.Flagged, w.Why = true, fmt.Sprintf("|z| %.1f ≥ %.1f, the %g family-wise bound", math.Abs(z), b, FlagAlpha)
 		}
 	}
-	if c.Chi2DF >= 2 {
-		c.Chi2DF--
-		c.Chi2 = Float(chi2)
-		c.Chi2P = Float(distuv.ChiSquared{K: float64(c.Chi2DF)}.Survival(chi2))
-		if float64(c.Chi2P) < FlagChi2P && !ws[worstI].Flagged {
-			ws[worstI].Flagged, ws[worstI].Why = true, "drives χ² p < 1e-6"
-		}
-	} else {
-		c.Chi2DF = 0
-	}
+	c.Chi2, c.Chi2DF, c.Chi2P = chi2(ws, tested)
 	slices.SortFunc(ws, func(a, b WorkerStats) int { return strings.Compare(a.ID, b.ID) })
 	return c
+}
+
+// chi2 is Pearson's homogeneity statistic over the workers with at least
+// minWorkerN samples, against their own pooled fraction p̃ = tested.P():
+// Σ(hᵢ − nᵢp̃)²/(nᵢp̃(1−p̃)) on W − 1 degrees of freedom, and its p-value.
+// NaN, 0, NaN for fewer than two such workers.
+func chi2(ws []WorkerStats, tested mcpi.Tally) (Float, int, Float) {
+	p := tested.P()
+	if !(p > 0 && p < 1) {
+		return Float(math.NaN()), 0, Float(math.NaN())
+	}
+	var x float64
+	df := -1
+	for _, w := range ws {
+		if w.N < minWorkerN {
+			continue
+		}
+		ni := float64(w.N)
+		d := float64(w.Hits) - ni*p
+		x += d * d / (ni * p * (1 - p))
+		df++
+	}
+	if df < 1 {
+		return Float(math.NaN()), 0, Float(math.NaN())
+	}
+	return Float(x), df, Float(distuv.ChiSquared{K: float64(df)}.Survival(x))
+}
+
+// flagBound is the |z| at which a worker is flagged, for an effective sample
+// size m = nᵢn_r/(nᵢ + n_r) (its samples against the rest's) and a
+// false-alarm probability a over the whole job:
+//
+//	√((1 + m₀/m)·(ln(1 + m/m₀) + 2·ln(1/a))),  m₀ = FlagScale,
+//
+// the normal-mixture boundary: an honest worker's |z| crosses it at some
+// evaluation, however many, with probability at most a (doc.go).
+func flagBound(m, a float64) float64 {
+	r := m / FlagScale
+	return math.Sqrt((1 + 1/r) * (math.Log1p(r) + 2*math.Log(1/a)))
 }

@@ -23,6 +23,11 @@ type Summary struct {
 	Pi     Float      `json:"pi"`
 	StdErr Float      `json:"stderr"`
 	CI95   [2]Float   `json:"ci95"`
+	// Bias is the sampler's discretisation bias in π̂ (mcpi.PiBias):
+	// reported next to the SE, not subtracted.
+	Bias Float `json:"bias"`
+	// PiDigits are π̂'s digits that the 95 % interval fixes, and three more.
+	PiDigits Digits `json:"pi_digits"`
 	// AnonymousN is the part of N from anonymous (seed-style) reports.
 	AnonymousN mcpi.Count `json:"anonymous_n"`
 	Workers    int        `json:"workers"`
@@ -40,12 +45,12 @@ type Summary struct {
 	LedgerPos string `json:"ledger_pos"`
 	// Seconds since the collector started; SamplesPerS the rate of the
 	// samples credited since.
-	Seconds     float64 `json:"seconds"`
-	SamplesPerS float64 `json:"samples_per_s"`
-	StoppedBy   string  `json:"stopped_by,omitempty"` // "target", "duration" or "signal"
-	TargetSE    float64 `json:"target_se,omitempty"`
-	ETASeconds  Float   `json:"eta_seconds"` // to the target at the current rate; null without one
-	Checks      Checks  `json:"checks"`
+	Seconds     Float  `json:"seconds"`
+	SamplesPerS Float  `json:"samples_per_s"`
+	StoppedBy   string `json:"stopped_by,omitempty"` // "target", "duration" or "signal"
+	TargetSE    Float  `json:"target_se,omitempty"`
+	ETASeconds  Float  `json:"eta_seconds"` // to the target at the current rate; null without one
+	Checks      Checks `json:"checks"`
 	// Verification is the replay check; Quarantined the workers it proved
 	// wrong, whose samples are out of N.
 	Verification Verification     `json:"verification"`
@@ -55,7 +60,8 @@ type Summary struct {
 }
 
 // Float is a float64 that encodes NaN and ±Inf as JSON null: an estimate of
-// nothing is unknown, not an encoding error.
+// nothing is unknown, not an encoding error. Every float in a Summary is a
+// Float, so that no value a report can cause makes the Summary unencodable.
 type Float float64
 
 // MarshalJSON writes f, or null when it is not finite.
@@ -82,10 +88,10 @@ func (c *Collector) Summary() Summary {
 	s := Summary{
 		Channel: c.cfg.Channel, Job: c.job.Job, Mode: mode, N: t.N, Hits: t.Hits,
 		Pi: Float(t.Pi()), StdErr: Float(t.StdErr()), CI95: [2]Float{Float(lo), Float(hi)},
-		AnonymousN: c.pool.anon.N,
-		Workers:    len(c.pool.workers) - len(c.pool.quarantined), Batches: c.pool.batches, Anonymous: c.pool.anonBatches,
+		Bias: mcpi.PiBias, PiDigits: CertainDigits(t.Pi(), lo, hi), AnonymousN: c.pool.anon.N,
+		Workers: len(c.pool.workers) - len(c.pool.quarantined), Batches: c.pool.batches, Anonymous: c.pool.anonBatches,
 		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: c.pool.duplicates, Gaps: c.pool.gaps,
-		LedgerPos: c.pool.pos, Seconds: secs, StoppedBy: c.stopped, TargetSE: c.cfg.TargetSE, Accepted: c.pool.accepted,
+		LedgerPos: c.pool.pos, Seconds: Float(secs), StoppedBy: c.stopped, TargetSE: Float(c.cfg.TargetSE), Accepted: c.pool.accepted,
 		Verification: ver, Quarantined: []QuarantineInfo{},
 	}
 	for r, n := range c.rejected {
@@ -100,7 +106,7 @@ func (c *Collector) Summary() Summary {
 			LastSeen: c.pool.seen[id], Status: presence(now, c.pool.seen[id], cr.Seconds, c.pool.left[id]),
 			tally: mcpi.TallyOf(cr.TotalN, cr.TotalHits)}
 		if cr.Seconds > 0 {
-			w.SamplesPerS = float64(cr.N) / cr.Seconds
+			w.SamplesPerS = Float(float64(cr.N) / cr.Seconds)
 		}
 		if rec, q := c.pool.quarantined[id]; q {
 			w.Status = "quarantined"
@@ -118,6 +124,7 @@ func (c *Collector) Summary() Summary {
 	s.WorkerTable = append(s.WorkerTable, quarantined...)
 	disp, binom := c.pool.disp.stdErr()
 	s.Checks.Chunks = int(c.pool.disp.m)
+	s.Checks.EffectiveChunks = Float(c.pool.disp.effective())
 	s.Checks.DispersionRatio = Float(disp / binom)
 	s.Checks.StdErrDispersion = Float(float64(s.StdErr) * disp / binom)
 	s.Flagged = []string{}
@@ -132,13 +139,13 @@ func (c *Collector) Summary() Summary {
 		s.Verification.Cost = Float(math.NaN())
 	}
 	if secs > 0 && c.synced && c.baseN.Cmp(t.N) < 0 {
-		s.SamplesPerS = t.N.Sub(c.baseN).Float64() / secs
+		s.SamplesPerS = Float(t.N.Sub(c.baseN).Float64() / secs)
 	}
 	s.ETASeconds = Float(math.NaN())
-	if se := float64(s.StdErr); c.cfg.TargetSE > 0 && se > 0 && s.SamplesPerS > 0 {
+	if se, rate := float64(s.StdErr), float64(s.SamplesPerS); c.cfg.TargetSE > 0 && se > 0 && rate > 0 {
 		// SE ∝ 1/√N: the target needs N·(SE/target)² samples in all.
 		need := t.N.Float64() * (se / c.cfg.TargetSE) * (se / c.cfg.TargetSE)
-		s.ETASeconds = Float(max(0, need-t.N.Float64()) / s.SamplesPerS)
+		s.ETASeconds = Float(max(0, need-t.N.Float64()) / rate)
 	}
 	return s
 }

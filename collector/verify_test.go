@@ -83,9 +83,9 @@ func TestVerificationCost(t *testing.T) {
 			st, _ := started(t, c, bus)
 			var es []wire.Entry
 			var s1, s2 float64
-			for w := range 10 {
-				n := tt.sizes[w%len(tt.sizes)]
-				for seq := uint64(1); seq <= 300; seq++ {
+			for seq := uint64(1); seq <= 300; seq++ { // the workers take turns, as in a real job
+				for w := range 10 {
+					n := tt.sizes[w%len(tt.sizes)]
 					es = append(es, entry(st, fmt.Sprint("w", w), seq, n, 0))
 					s1, s2 = s1+float64(n), s2+float64(n)*float64(n)
 				}

@@ -131,6 +131,23 @@ func TestResumesUnderTheSameID(t *testing.T) {
 	}
 }
 
+// A worker whose credit has no hits (total_hits 0, which an encoder could
+// leave out) resumes from it.
+func TestResumesFromZeroHits(t *testing.T) {
+	bus := newBus(t)
+	if _, err := bus.SaveCheckpoint(t.Context(), "1-0", map[string][]byte{
+		wire.CheckpointWorker + "zero": wire.EncodeCredit(wire.Credit{Seq: 5, N: 1000, TotalN: 5000, Entries: 5})}); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorker(t, bus, worker.Config{ID: "zero", Batch: 1000, MaxBatches: 1})
+	if err := w.Run(t.Context()); err != nil {
+		t.Fatalf("resume from total_hits 0: %v", err)
+	}
+	if es, _ := ledger(t, bus, "zero"); len(es) != 1 || es[0].Seq != 6 {
+		t.Errorf("after resuming: %+v, want one entry of seq 6", es)
+	}
+}
+
 func TestLeavesAtOnceWhenTheJobIsDone(t *testing.T) {
 	bus := membus.New()
 	done := testJob

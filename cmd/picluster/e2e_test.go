@@ -217,6 +217,11 @@ func TestClusterOverRedis(t *testing.T) {
 	}
 	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n": -5, "pi_approx": 3.1}`)
 	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n": 1000000, "pi_approx": 3.141592}`)
+	// An infinite rate, keys in another case, a key twice: rejected by name,
+	// and --json still prints the summary.
+	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n":4,"pi_approx":3,"hits":3,"worker":"inf","seq":1,"total_n":4,"total_hits":3,"seconds":5e-324}`)
+	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n":1000000,"pi_approx":3.2,"N":1,"PI_APPROX":4}`)
+	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n":1000000,"pi_approx":3.2,"n":1}`)
 
 	n, hits, nw := totals(t, srv.URL())
 	if want := mcpi.CountOf(2 * 4 * 3000017); n != want || nw != 2 {
@@ -224,12 +229,17 @@ func TestClusterOverRedis(t *testing.T) {
 	}
 	wantN := n.Add(mcpi.CountOf(1_000_000))
 	col.waitOutput(t, fmt.Sprintf("N=%s ", wantN), 20*time.Second)
-	col.waitOutput(t, "2 rejected", 20*time.Second)
+	col.waitOutput(t, "5 rejected", 20*time.Second)
 	_ = col.cmd.Process.Signal(syscall.SIGINT)
 	col.wait(t, 20*time.Second)
 	s := col.summary(t)
-	if s.N != wantN || s.Hits != hits.Add(mcpi.CountOf(785398)) || s.Rejected != 2 || s.StoppedBy != "signal" || s.Workers != 2 || s.Batches != 9 {
-		t.Errorf("summary %+v; want n %v, hits %v, 2 rejected, 2 workers, 9 batches, stopped by signal", s, wantN, hits.Add(mcpi.CountOf(785398)))
+	if s.N != wantN || s.Hits != hits.Add(mcpi.CountOf(785398)) || s.Rejected != 5 || s.StoppedBy != "signal" || s.Workers != 2 || s.Batches != 9 {
+		t.Errorf("summary %+v; want n %v, hits %v, 5 rejected, 2 workers, 9 batches, stopped by signal", s, wantN, hits.Add(mcpi.CountOf(785398)))
+	}
+	for _, reason := range []string{"not_json", "bad_n", "bad_seconds", "folded_key", "duplicate_key"} {
+		if s.RejectedBy[reason] != 1 {
+			t.Errorf("rejected_by %v, want one %s", s.RejectedBy, reason)
+		}
 	}
 
 	// A collector started after the workers finished rebuilds their totals.

@@ -129,13 +129,29 @@ func (e *env) final(ctx context.Context, col *collector.Collector, f collectorFl
 		return err
 	}
 	if f.json {
-		enc := json.NewEncoder(e.stdout)
-		return enc.Encode(s)
+		return writeSummary(e.stdout, s)
 	}
 	printLine(e.stdout, s)
 	fmt.Fprintf(e.stdout, "stopped by %s after %.1fs: %d workers, %d batches, %d rejected\n",
-		s.StoppedBy, s.Seconds, s.Workers, s.Batches, s.Rejected)
+		s.StoppedBy, float64(s.Seconds), s.Workers, s.Batches, s.Rejected)
 	return nil
+}
+
+// writeSummary prints s on w as one JSON object and a newline. No Summary
+// fails to encode (its floats are collector.Float, which writes null for
+// NaN and ±Inf), but if one ever did, w still gets an object: the fields
+// that always encode and "error", and the error is returned (exit 1).
+func writeSummary(w io.Writer, s collector.Summary) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		err = fmt.Errorf("encode the summary: %w", err)
+		b, _ = json.Marshal(map[string]any{"channel": s.Channel, "n": s.N, "hits": s.Hits, "workers": s.Workers,
+			"batches": s.Batches, "rejected": s.Rejected, "stopped_by": s.StoppedBy, "error": err.Error()})
+	}
+	if _, werr := w.Write(append(b, '\n')); werr != nil {
+		return errors.Join(err, werr)
+	}
+	return err
 }
 
 // printLine prints the estimate on one line.
@@ -145,7 +161,7 @@ func printLine(w io.Writer, s collector.Summary) {
 		return
 	}
 	fmt.Fprintf(w, "π ≈ %.10f ± %.2g  95%% [%.8f, %.8f]  N=%s  %.3g samples/s  %d workers  %d rejected\n",
-		float64(s.Pi), float64(s.StdErr), float64(s.CI95[0]), float64(s.CI95[1]), s.N, s.SamplesPerS, s.Workers, s.Rejected)
+		float64(s.Pi), float64(s.StdErr), float64(s.CI95[0]), float64(s.CI95[1]), s.N, float64(s.SamplesPerS), s.Workers, s.Rejected)
 }
 
 // isTerminal reports whether w is a terminal.

@@ -30,14 +30,14 @@ func Render(s collector.Summary, hist []collector.Point, width, height int) []st
 	var lines []string
 	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
 
-	add("%spicluster%s  job %s  %s", bold, reset, s.Channel, elapsed(s.Seconds))
+	add("%spicluster%s  job %s  %s", bold, reset, s.Channel, elapsed(float64(s.Seconds)))
 	if s.N.IsZero() {
 		add("")
 		add("waiting for reports…  %d rejected", s.Rejected)
 		return fit(lines, width, height)
 	}
 	add("")
-	add("  π ≈ %s   ± %.2g", Digits(float64(s.Pi), float64(s.CI95[0]), float64(s.CI95[1])), float64(s.StdErr))
+	add("  π ≈ %s   ± %.2g   bias %+.2g", Digits(float64(s.Pi), float64(s.CI95[0]), float64(s.CI95[1])), float64(s.StdErr), float64(s.Bias))
 	add("  95 %% interval [%.10f, %.10f]", float64(s.CI95[0]), float64(s.CI95[1]))
 	add("")
 	alive := 0
@@ -46,10 +46,10 @@ func Render(s collector.Summary, hist []collector.Point, width, height int) []st
 			alive++
 		}
 	}
-	add("  N %s   %s samples/s   workers %d alive of %d", short(s.N.Float64()), short(s.SamplesPerS), alive, s.Workers)
+	add("  N %s   %s samples/s   workers %d alive of %d", short(s.N.Float64()), short(float64(s.SamplesPerS)), alive, s.Workers)
 	target := "no target"
 	if s.TargetSE > 0 {
-		target = fmt.Sprintf("target SE %.2g, ETA %s", s.TargetSE, eta(float64(s.ETASeconds)))
+		target = fmt.Sprintf("target SE %.2g, ETA %s", float64(s.TargetSE), eta(float64(s.ETASeconds)))
 	}
 	add("  %s   batches %d   rejected %d", target, s.Batches, s.Rejected)
 	if r := float64(s.Checks.DispersionRatio); !math.IsNaN(r) {
@@ -73,23 +73,20 @@ func Render(s collector.Summary, hist []collector.Point, width, height int) []st
 	return fit(lines, width, height)
 }
 
-// Digits formats pi with its certain decimal digits (those on which both
-// ends of the interval [lo, hi] agree) in bold and three more, dim.
+// Digits formats pi with its certain decimal digits in bold and three more,
+// dim, by collector.CertainDigits: the rule and the test table
+// (collector/testdata/digits.json) the dashboard shares. "—" when pi is not
+// a number.
 func Digits(pi, lo, hi float64) string {
-	certain := 0
-	for d := 1; d <= 12; d++ {
-		scale := math.Pow(10, float64(d))
-		if math.Floor(lo*scale) != math.Floor(hi*scale) {
-			break
-		}
-		certain = d
+	d := collector.CertainDigits(pi, lo, hi)
+	if d.Certain == "" && d.More == "" {
+		return "—"
 	}
-	all := fmt.Sprintf("%.*f", certain+3, pi)
-	cut := strings.IndexByte(all, '.') + 1 + certain
-	if certain == 0 {
-		cut = strings.IndexByte(all, '.')
+	out := dim + d.More + reset
+	if d.Certain != "" {
+		out = bold + d.Certain + reset + out
 	}
-	return bold + all[:cut] + reset + dim + all[cut:] + reset
+	return out
 }
 
 // graph draws |π̂ − π| (*) and the standard error (·) against log N, on a

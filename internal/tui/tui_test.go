@@ -1,7 +1,10 @@
 package tui
 
 import (
+	"encoding/json"
 	"math"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -50,12 +53,41 @@ func TestRenderFits(t *testing.T) {
 	}
 }
 
+// The live view renders the shared digits table (collector/testdata/digits.json):
+// the certain digits bold, the next three dim.
 func TestDigits(t *testing.T) {
-	got := Digits(3.14159265, 3.141581, 3.141599) // both ends read 3.1415…
-	if want := bold + "3.1415" + reset + dim + "927" + reset; got != want {
-		t.Errorf("Digits = %q, want %q", got, want)
+	b, err := os.ReadFile("../../collector/testdata/digits.json")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := Digits(3.1, 2.9, 3.3); !strings.HasPrefix(got, bold+"3"+reset) {
-		t.Errorf("no certain decimal: %q", got)
+	var cases []struct {
+		Why           string
+		Pi, Lo, Hi    any
+		Certain, More string
+	}
+	if err := json.Unmarshal(b, &cases); err != nil {
+		t.Fatal(err)
+	}
+	num := func(v any) float64 {
+		if s, ok := v.(string); ok {
+			f, err := strconv.ParseFloat(s, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+		return v.(float64)
+	}
+	for _, tt := range cases {
+		want := dim + tt.More + reset
+		if tt.Certain != "" {
+			want = bold + tt.Certain + reset + want
+		}
+		if tt.Certain == "" && tt.More == "" {
+			want = "—"
+		}
+		if got := Digits(num(tt.Pi), num(tt.Lo), num(tt.Hi)); got != want {
+			t.Errorf("%s: Digits(%v, %v, %v) = %q, want %q", tt.Why, tt.Pi, tt.Lo, tt.Hi, got, want)
+		}
 	}
 }

@@ -140,6 +140,40 @@ func TestDashboardInChromium(t *testing.T) {
 	if n.Value != s.N.String() || pi.Value != fmt.Sprint(float64(s.Pi)) || rejected != fmt.Sprint(s.Rejected) {
 		t.Errorf("page shows n %s, π %s, rejected %s; /api/state has %s, %v, %d", n.Value, pi.Value, rejected, s.N, float64(s.Pi), s.Rejected)
 	}
+	shown, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[document.querySelector("#pi .certain").textContent, document.querySelector("#pi .uncertain").textContent]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{s.PiDigits.Certain, s.PiDigits.More}; fmt.Sprint(shown) != fmt.Sprint(want) {
+		t.Errorf("the page shows the digits %q, /api/state has %q", shown, want)
+	}
+	// The shared digits table, through the page's renderer.
+	table, err := os.ReadFile("../../collector/testdata/digits.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lit, _ := json.Marshal(string(table)) // a JSON string is a JavaScript string literal
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[[][]string](`JSON.parse(`+string(lit)+`).map((row) => {
+		const el = document.createElement("span");
+		window.picluster.renderPi(el, {certain: row.certain, more: row.more});
+		return [el.querySelector(".certain").textContent, el.querySelector(".uncertain").textContent];
+	})`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []struct{ Why, Certain, More string }
+	if err := json.Unmarshal(table, &rows); err != nil {
+		t.Fatal(err)
+	}
+	for i, row := range rows {
+		want := []string{row.Certain, row.More}
+		if row.Certain == "" && row.More == "" {
+			want[1] = "—"
+		}
+		if i >= len(got) || fmt.Sprint(got[i]) != fmt.Sprint(want) {
+			t.Errorf("%s: the page renders %q, want %q", row.Why, got[min(i, len(got)-1)], want)
+		}
+	}
 	if points != len(c.History()) {
 		t.Errorf("the charts hold %d points, the history has %d", points, len(c.History()))
 	}

@@ -42,11 +42,11 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(piDesc, float64(s.Pi))
 	gauge(seDesc, float64(s.StdErr))
-	gauge(rateDesc, s.SamplesPerS)
+	gauge(rateDesc, float64(s.SamplesPerS))
 	status := map[string]float64{"alive": 0, "left": 0, "vanished": 0}
 	for _, w := range s.WorkerTable {
 		status[w.Status]++
-		gauge(wRateDesc, w.SamplesPerS, w.ID)
+		gauge(wRateDesc, float64(w.SamplesPerS), w.ID)
 		gauge(wZDesc, float64(w.Z), w.ID)
 	}
 	for st, n := range status {

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +43,7 @@ type Source interface {
 
 // Handler returns the server's routes for src.
 func Handler(src Source, log *slog.Logger) http.Handler {
+	enc := &encoder{log: log}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(metrics{src: src})
 	files, _ := fs.Sub(static, "static") // the embedded tree always has it
@@ -51,24 +53,51 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("GET /api/state", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, src.Summary()) })
-	mux.HandleFunc("GET /api/history", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, src.History()) })
-	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) { events(w, r, src, log) })
+	mux.HandleFunc("GET /api/state", func(w http.ResponseWriter, r *http.Request) { enc.write(w, r, src.Summary()) })
+	mux.HandleFunc("GET /api/history", func(w http.ResponseWriter, r *http.Request) { enc.write(w, r, src.History()) })
+	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) { events(w, r, src, enc) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	return mux
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
+// encoder writes JSON responses. A value that cannot be encoded (which a
+// Summary, all of whose floats are collector.Float, never is) is answered
+// with a 500 and logged, once per server: an empty 200 would leave a
+// dashboard waiting for ever.
+type encoder struct {
+	log    *slog.Logger
+	logged atomic.Bool
+}
+
+// marshal encodes v, logging the first failure.
+func (e *encoder) marshal(v any, what string) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil && !e.logged.Swap(true) {
+		e.log.Error("encode "+what+" (logged once)", "err", err)
+	}
+	return b, err
+}
+
+func (e *encoder) write(w http.ResponseWriter, r *http.Request, v any) {
 	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(v)
+	b, err := e.marshal(v, r.URL.Path)
+	if err != nil {
+		http.Error(w, "cannot encode the state: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // events streams the state as Server-Sent Events until the client goes away.
 // Every event is the whole state, so a browser that reconnects (EventSource
 // does so by itself, after the retry delay we send) resumes with the next
 // event, no reload needed.
-func events(w http.ResponseWriter, r *http.Request, src Source, log *slog.Logger) {
+//
+// A state that cannot be encoded is sent as a "fault" event, which the
+// dashboard shows, and the stream goes on: closing it would only make the
+// browser reconnect to the same fault every second.
+func events(w http.ResponseWriter, r *http.Request, src Source, enc *encoder) {
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
@@ -89,13 +118,13 @@ func events(w http.ResponseWriter, r *http.Request, src Source, log *slog.Logger
 	defer tick.Stop()
 	var id uint64
 	for {
-		b, err := json.Marshal(src.Summary())
-		if err != nil {
-			log.Error("encode state for /api/events", "err", err)
-			return
-		}
 		id++
-		if err := send(fmt.Appendf(nil, "id: %d\nevent: state\ndata: %s\n\n", id, b)); err != nil {
+		ev := "state"
+		b, err := enc.marshal(src.Summary(), "/api/events")
+		if err != nil {
+			ev, b = "fault", quote("cannot encode the state: "+err.Error())
+		}
+		if err := send(fmt.Appendf(nil, "id: %d\nevent: %s\ndata: %s\n\n", id, ev, b)); err != nil {
 			return // the client is gone, or too slow to take an event in 5 s
 		}
 		select {
@@ -104,6 +133,12 @@ func events(w http.ResponseWriter, r *http.Request, src Source, log *slog.Logger
 		case <-tick.C:
 		}
 	}
+}
+
+// quote returns s as a JSON string.
+func quote(s string) []byte {
+	b, _ := json.Marshal(s) // a string always encodes
+	return b
 }
 
 // Listen returns a listener on addr, on 127.0.0.1 when addr names no host

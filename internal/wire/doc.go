@@ -10,6 +10,20 @@
 // "kernel" and "seconds" are optional. Unknown fields are ignored, so a later
 // version can add fields that v1 readers skip.
 //
+// The parser is strict so that every reader agrees on what a message says
+// (a Python json.loads, a Go encoding/json, this package): the whole message
+// must be valid UTF-8 with no escaped lone surrogate (bad_utf8); member names
+// are exact and case-sensitive, and a name that is a field's name in another
+// case ("N", "PI_APPROX") is rejected (folded_key), not skipped; no name may
+// appear twice in an object, at any depth (duplicate_key). "worker" and
+// "kernel" are printable text (no control or format characters), "seed" is
+// 16 hex digits, "seconds" is in [0, MaxSeconds] and implies at most MaxRate
+// samples/s (bad_seconds).
+//
+// Encode writes what Decode reads: for every report Decode accepts,
+// Decode(Encode(r)) is r, zero totals included. Decode returns reports in
+// canonical form (V = 1, PiApprox = 4·Hits/N).
+//
 // Decode never panics: anything it cannot accept is an *Error whose Reason is
 // one of the Reason constants, stable strings meant for counters and metrics.
 // Functions are safe for concurrent use.

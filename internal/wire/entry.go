@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -70,44 +69,68 @@ const (
 
 var hex16 = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
-// DecodeEntry parses and validates one ledger entry. It checks the entry on
-// its own; whether it fits the job (job id, seed, signature, seq order) is
-// the collector's to judge.
+// entryFields are the members of an entry, exactly as spelled; all are required.
+var entryFields = []string{"v", "job", "worker", "seq", "n", "hits", "pi_approx", "seed", "kernel", "seconds"}
+
+// DecodeEntry parses and validates one ledger entry, with the strict parser
+// of reports (exact, case-sensitive names, no duplicates, valid UTF-8; see
+// members); unknown members are skipped, so a later version can add some.
+// It checks the entry on its own; whether
+// it fits the job (job id, seed, signature, seq order) is the collector's to
+// judge.
 func DecodeEntry(b []byte) (Entry, error) {
 	if len(b) > MaxSize {
 		return Entry{}, reject(Oversized, "%d bytes, limit %d", len(b), MaxSize)
 	}
+	m, err := members(b, entryFields...)
+	if err != nil {
+		return Entry{}, err
+	}
+	if len(m) != len(entryFields) {
+		for _, f := range entryFields {
+			if m[f] == nil {
+				return Entry{}, reject(NotEntry, "member %q missing", f)
+			}
+		}
+	}
 	var e Entry
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&e); err != nil {
-		return Entry{}, reject(NotEntry, "%v", err)
-	}
-	if d.More() {
-		return Entry{}, reject(NotEntry, "trailing data after the entry")
-	}
+	var ok [8]bool
+	var v uint64
+	v, ok[0] = uintField(m["v"])
+	e.V = int(min(v, 1<<16))
+	e.Job, ok[1] = str(m["job"])
+	e.Worker, ok[2] = str(m["worker"])
+	e.Seq, ok[3] = uintField(m["seq"])
+	e.N, ok[4] = uintField(m["n"])
+	e.Hits, ok[5] = uintField(m["hits"])
+	e.Seed, ok[6] = str(m["seed"])
+	e.Kernel, ok[7] = str(m["kernel"])
+	pi, okPi := floatField(m["pi_approx"])
+	secs, okSecs := floatField(m["seconds"])
 	switch {
-	case e.V != LedgerVersion:
-		return Entry{}, reject(BadVersion, "v = %d, want %d", e.V, LedgerVersion)
-	case !validWorker(e.Worker):
-		return Entry{}, reject(BadWorker, "worker %q", e.Worker)
-	case !hex16.MatchString(e.Job):
-		return Entry{}, reject(WrongJob, "job %q is not a job id", e.Job)
-	case e.Seq == 0:
-		return Entry{}, reject(BadSeq, "seq 0, numbering starts at 1")
-	case e.N == 0 || e.N > MaxEntryN:
-		return Entry{}, reject(BadN, "n = %d, want 1 … %d", e.N, uint64(MaxEntryN))
-	case e.Hits > e.N:
-		return Entry{}, reject(BadHits, "hits %d > n %d", e.Hits, e.N)
-	case !hex16.MatchString(e.Seed):
-		return Entry{}, reject(BadSeed, "seed %q", e.Seed)
-	case len(e.Kernel) > 32 || !validWorker(e.Kernel):
-		return Entry{}, reject(BadField, "kernel %q", e.Kernel)
-	case !(e.Seconds >= 0 && e.Seconds < 1e7):
-		return Entry{}, reject(BadField, "seconds %v", e.Seconds)
+	case !ok[0] || e.V != LedgerVersion:
+		return Entry{}, reject(BadVersion, "v = %s, want %d", show(m["v"]), LedgerVersion)
+	case !ok[2] || !validWorker(e.Worker):
+		return Entry{}, reject(BadWorker, "worker = %s", show(m["worker"]))
+	case !ok[1] || !hex16.MatchString(e.Job):
+		return e, reject(WrongJob, "job = %s is not a job id", show(m["job"]))
+	case !ok[3] || e.Seq == 0:
+		return e, reject(BadSeq, "seq = %s, want an integer ≥ 1", show(m["seq"]))
+	case !ok[4] || e.N == 0 || e.N > MaxEntryN:
+		return e, reject(BadN, "n = %s, want 1 … %d", show(m["n"]), uint64(MaxEntryN))
+	case !ok[5] || e.Hits > e.N:
+		return e, reject(BadHits, "hits = %s, n = %d", show(m["hits"]), e.N)
+	case !ok[6] || !hex16.MatchString(e.Seed):
+		return e, reject(BadSeed, "seed = %s, want 16 lower-case hex digits", show(m["seed"]))
+	case !ok[7] || !printable(e.Kernel, 32):
+		return e, reject(BadField, "kernel = %s, want 1 to 32 printable characters", show(m["kernel"]))
+	case !okSecs || secs < 0 || secs > MaxSeconds || secs > 0 && float64(e.N)/secs > MaxRate:
+		return e, reject(BadSeconds, "seconds = %s for %d samples: want [0, %d] and at most %g samples/s", show(m["seconds"]), e.N, MaxSeconds, MaxRate)
 	}
-	if d := 4*float64(e.Hits)/float64(e.N) - e.PiApprox; d > PiTolerance || d < -PiTolerance {
-		return Entry{}, reject(HitsMismatch, "pi_approx %v but 4·%d/%d", e.PiApprox, e.Hits, e.N)
+	e.Seconds = secs
+	e.PiApprox = 4 * float64(e.Hits) / float64(e.N)
+	if d := e.PiApprox - pi; !okPi || d > PiTolerance || d < -PiTolerance {
+		return e, reject(HitsMismatch, "pi_approx = %s but 4·%d/%d = %v", show(m["pi_approx"]), e.Hits, e.N, e.PiApprox)
 	}
 	return e, nil
 }

@@ -30,20 +30,28 @@ func EncodePresence(p Presence) []byte {
 	return b
 }
 
-// DecodePresence parses and validates a presence message.
+// DecodePresence parses and validates a presence message, as strictly as
+// Decode parses a report.
 func DecodePresence(b []byte) (Presence, error) {
 	var p Presence
 	if len(b) > MaxSize {
 		return p, reject(Oversized, "%d bytes", len(b))
 	}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return p, reject(NotJSON, "%v", err)
+	w, err := members(b, "worker", "status", "at")
+	if err != nil {
+		return p, err
 	}
-	if !validWorker(p.Worker) {
-		return p, reject(BadWorker, "worker %q", p.Worker)
+	var ok bool
+	if p.Worker, ok = str(w["worker"]); !ok || !validWorker(p.Worker) {
+		return p, reject(BadWorker, "worker %s", show(w["worker"]))
 	}
-	if p.Status != Alive && p.Status != Left {
-		return p, &Error{Reason: BadField, Detail: fmt.Sprintf("presence status %q", p.Status)}
+	if p.Status, _ = str(w["status"]); p.Status != Alive && p.Status != Left {
+		return p, &Error{Reason: BadField, Detail: fmt.Sprintf("presence status %s", show(w["status"]))}
+	}
+	if v, has := w["at"]; has {
+		if err := json.Unmarshal(v, &p.At); err != nil {
+			return p, reject(BadField, "presence at %s", show(v))
+		}
 	}
 	return p, nil
 }

@@ -1,13 +1,12 @@
 package wire
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Version is the protocol version this package writes and reads.
@@ -25,7 +24,7 @@ type Report struct {
 	N         uint64  `json:"n"`
 	PiApprox  float64 `json:"pi_approx"`
 	Hits      uint64  `json:"hits"`
-	V         int     `json:"v,omitempty"`
+	V         int     `json:"v"`
 	Worker    string  `json:"worker,omitempty"`
 	Seq       uint64  `json:"seq,omitempty"`
 	TotalN    uint64  `json:"total_n,omitempty"`
@@ -39,17 +38,63 @@ type Report struct {
 func (r Report) Anonymous() bool { return r.Worker == "" }
 
 // Encode returns r as a v1 JSON object. It sets V and derives PiApprox from
-// N and Hits, so what is sent always agrees with itself.
+// N and Hits, so what is sent always agrees with itself. A named report
+// always carries seq, total_n and total_hits, zeros included; an anonymous
+// one never does. Seed, Kernel and Seconds are written when set (Seconds
+// when a finite number other than 0).
+//
+// Encode and Decode are inverses: for every report r that Decode returns,
+// Decode(Encode(r)) returns r again, field for field.
 func Encode(r Report) []byte {
-	r.V = Version
+	b := make([]byte, 0, 256)
+	b = append(b, `{"n":`...)
+	b = strconv.AppendUint(b, r.N, 10)
+	b = append(b, `,"pi_approx":`...)
+	pi := 0.0
 	if r.N > 0 {
-		r.PiApprox = 4 * float64(r.Hits) / float64(r.N)
+		pi = 4 * float64(r.Hits) / float64(r.N)
 	}
-	b, err := json.Marshal(r)
-	if err != nil { // only for NaN or Inf seconds, which we never write
-		panic(fmt.Sprintf("wire: encode report: %v", err))
+	b = appendFloat(b, pi)
+	b = append(b, `,"hits":`...)
+	b = strconv.AppendUint(b, r.Hits, 10)
+	b = append(b, `,"v":`...)
+	b = strconv.AppendInt(b, Version, 10)
+	if r.Worker != "" {
+		b = append(b, `,"worker":`...)
+		b = appendString(b, r.Worker)
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendUint(b, r.Seq, 10)
+		b = append(b, `,"total_n":`...)
+		b = strconv.AppendUint(b, r.TotalN, 10)
+		b = append(b, `,"total_hits":`...)
+		b = strconv.AppendUint(b, r.TotalHits, 10)
 	}
-	return b
+	if r.Seed != "" {
+		b = append(b, `,"seed":`...)
+		b = appendString(b, r.Seed)
+	}
+	if r.Kernel != "" {
+		b = append(b, `,"kernel":`...)
+		b = appendString(b, r.Kernel)
+	}
+	if r.Seconds != 0 && !math.IsNaN(r.Seconds) && !math.IsInf(r.Seconds, 0) {
+		b = append(b, `,"seconds":`...)
+		b = appendFloat(b, r.Seconds)
+	}
+	return append(b, '}')
+}
+
+// appendFloat appends a finite f as encoding/json writes it: the shortest
+// decimal that reads back as f.
+func appendFloat(b []byte, f float64) []byte {
+	j, _ := json.Marshal(f) // finite: never fails
+	return append(b, j...)
+}
+
+// appendString appends s as a JSON string.
+func appendString(b []byte, s string) []byte {
+	j, _ := json.Marshal(s) // a string always encodes (invalid UTF-8 as U+FFFD, which Decode's checks then refuse)
+	return append(b, j...)
 }
 
 // Reason names why a report was rejected.
@@ -60,6 +105,9 @@ type Reason string
 const (
 	Oversized      Reason = "oversized"       // more than MaxSize bytes
 	NotJSON        Reason = "not_json"        // not one JSON object
+	BadUTF8        Reason = "bad_utf8"        // invalid UTF-8 anywhere, or an escaped lone surrogate
+	DuplicateKey   Reason = "duplicate_key"   // a member name twice in one object, at any depth
+	FoldedKey      Reason = "folded_key"      // a member name that is a protocol field's name in another case ("N", "PI_APPROX")
 	BadN           Reason = "bad_n"           // n missing, not an integer, or ≤ 0
 	BadPi          Reason = "bad_pi"          // pi_approx missing, not finite, or outside [0, 4]
 	BadHits        Reason = "bad_hits"        // hits not an integer in [0, n]
@@ -67,9 +115,18 @@ const (
 	BadVersion     Reason = "bad_version"     // v is not 1
 	BadWorker      Reason = "bad_worker"      // worker empty, too long or not printable
 	BadTotals      Reason = "bad_totals"      // seq, total_n or total_hits missing, inconsistent, or without a worker
-	BadField       Reason = "bad_field"       // seed, kernel or seconds of the wrong type
+	BadField       Reason = "bad_field"       // seed not 16 hex digits, kernel not 1 to 64 printable characters
+	BadSeconds     Reason = "bad_seconds"     // seconds not a number in [0, MaxSeconds], or implying more than MaxRate samples/s
 	TotalsBackward Reason = "totals_backward" // a newer report with smaller totals than an older one
 	Inconsistent   Reason = "inconsistent"    // the next seq whose totals do not add up to the previous plus this batch
+)
+
+// Limits on "seconds", the time a batch took: a week, and a rate of 10¹⁵
+// samples/s, a thousand times the fastest machine. A batch that claims to
+// be faster would give the collector an infinite or absurd rate.
+const (
+	MaxSeconds = 7 * 24 * 3600
+	MaxRate    = 1e15
 )
 
 // Error is a rejected report.
@@ -88,94 +145,102 @@ func reject(r Reason, format string, args ...any) *Error {
 // rounding, far below any difference that matters.
 const PiTolerance = 1e-9
 
-// raw is a report as received: every field optional and untyped, so that
-// Decode can tell a missing field from a zero and a number from a string.
-type raw struct {
-	N         json.RawMessage `json:"n"`
-	PiApprox  json.RawMessage `json:"pi_approx"`
-	Hits      json.RawMessage `json:"hits"`
-	V         json.RawMessage `json:"v"`
-	Worker    json.RawMessage `json:"worker"`
-	Seq       json.RawMessage `json:"seq"`
-	TotalN    json.RawMessage `json:"total_n"`
-	TotalHits json.RawMessage `json:"total_hits"`
-	Seed      json.RawMessage `json:"seed"`
-	Kernel    json.RawMessage `json:"kernel"`
-	Seconds   json.RawMessage `json:"seconds"`
-}
+// fields are the members of a v1 report, exactly as spelled.
+var fields = []string{"n", "pi_approx", "hits", "v", "worker", "seq", "total_n", "total_hits", "seed", "kernel", "seconds"}
 
-// Decode parses and validates one report. For an anonymous report without
-// "hits", Hits is derived from pi_approx and n, exactly for n < 2⁵⁰.
+// Decode parses and validates one report (see members for what the parser
+// refuses that encoding/json would take). For an anonymous report without
+// "hits", Hits is derived from pi_approx and n, exactly for n < 2⁵⁰. The
+// Report returned is canonical: V is 1 (a report without "v" is v1) and
+// PiApprox is 4·Hits/N, which the report's own pi_approx agrees with to
+// within PiTolerance.
 func Decode(b []byte) (Report, error) {
 	if len(b) > MaxSize {
 		return Report{}, reject(Oversized, "%d bytes, limit %d", len(b), MaxSize)
 	}
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 || b[0] != '{' {
-		return Report{}, reject(NotJSON, "not a JSON object")
-	}
-	var w raw
-	if err := json.Unmarshal(b, &w); err != nil {
-		return Report{}, reject(NotJSON, "%v", err)
+	w, err := members(b, fields...)
+	if err != nil {
+		return Report{}, err
 	}
 	var r Report
 	var ok bool
-	if r.N, ok = uintField(w.N); !ok || r.N == 0 {
-		return Report{}, reject(BadN, "n = %s", show(w.N))
+	if r.N, ok = uintField(w["n"]); !ok || r.N == 0 {
+		return Report{}, reject(BadN, "n = %s", show(w["n"]))
 	}
-	if r.PiApprox, ok = floatField(w.PiApprox); !ok || r.PiApprox < 0 || r.PiApprox > 4 {
-		return Report{}, reject(BadPi, "pi_approx = %s", show(w.PiApprox))
+	if r.PiApprox, ok = floatField(w["pi_approx"]); !ok || r.PiApprox < 0 || r.PiApprox > 4 {
+		return Report{}, reject(BadPi, "pi_approx = %s", show(w["pi_approx"]))
 	}
-	if w.Hits != nil {
-		if r.Hits, ok = uintField(w.Hits); !ok || r.Hits > r.N {
-			return Report{}, reject(BadHits, "hits = %s, n = %d", show(w.Hits), r.N)
+	if v, has := w["hits"]; has {
+		if r.Hits, ok = uintField(v); !ok || r.Hits > r.N {
+			return Report{}, reject(BadHits, "hits = %s, n = %d", show(v), r.N)
 		}
 	} else {
-		r.Hits = uint64(math.Round(r.PiApprox * float64(r.N) / 4))
-		r.Hits = min(r.Hits, r.N)
+		r.Hits = hitsOf(r.PiApprox, r.N)
 	}
-	if d := math.Abs(4*float64(r.Hits)/float64(r.N) - r.PiApprox); d > PiTolerance {
-		return Report{}, reject(HitsMismatch, "pi_approx %v but 4·%d/%d = %v", r.PiApprox, r.Hits, r.N, 4*float64(r.Hits)/float64(r.N))
+	pi := 4 * float64(r.Hits) / float64(r.N)
+	if d := math.Abs(pi - r.PiApprox); d > PiTolerance {
+		return Report{}, reject(HitsMismatch, "pi_approx %v but 4·%d/%d = %v", r.PiApprox, r.Hits, r.N, pi)
 	}
-	if w.V != nil {
-		v, ok := uintField(w.V)
-		if !ok || v != Version {
-			return Report{}, reject(BadVersion, "v = %s, this collector speaks %d", show(w.V), Version)
+	r.PiApprox = pi
+	if v, has := w["v"]; has {
+		if n, ok := uintField(v); !ok || n != Version {
+			return Report{}, reject(BadVersion, "v = %s, this collector speaks %d", show(v), Version)
 		}
-		r.V = Version
 	}
-	if w.Worker != nil {
-		if err := json.Unmarshal(w.Worker, &r.Worker); err != nil || !validWorker(r.Worker) {
-			return Report{}, reject(BadWorker, "worker = %s", show(w.Worker))
+	r.V = Version
+	if v, has := w["worker"]; has {
+		if r.Worker, ok = str(v); !ok || !validWorker(r.Worker) {
+			return Report{}, reject(BadWorker, "worker = %s", show(v))
 		}
 		if err := r.decodeTotals(w); err != nil {
 			return Report{}, err
 		}
-	} else if w.Seq != nil || w.TotalN != nil || w.TotalHits != nil {
+	} else if w["seq"] != nil || w["total_n"] != nil || w["total_hits"] != nil {
 		return Report{}, reject(BadTotals, "seq or totals without a worker")
 	}
-	if w.Seed != nil && json.Unmarshal(w.Seed, &r.Seed) != nil || len(r.Seed) > 64 {
-		return Report{}, reject(BadField, "seed = %s", show(w.Seed))
+	if v, has := w["seed"]; has {
+		if r.Seed, ok = str(v); !ok || !validSeed(r.Seed) {
+			return Report{}, reject(BadField, "seed = %s, want 16 hex digits", show(v))
+		}
 	}
-	if w.Kernel != nil && json.Unmarshal(w.Kernel, &r.Kernel) != nil || len(r.Kernel) > 64 {
-		return Report{}, reject(BadField, "kernel = %s", show(w.Kernel))
+	if v, has := w["kernel"]; has {
+		if r.Kernel, ok = str(v); !ok || !printable(r.Kernel, 64) {
+			return Report{}, reject(BadField, "kernel = %s, want 1 to 64 printable characters", show(v))
+		}
 	}
-	if w.Seconds != nil {
-		if r.Seconds, ok = floatField(w.Seconds); !ok || r.Seconds < 0 {
-			return Report{}, reject(BadField, "seconds = %s", show(w.Seconds))
+	if v, has := w["seconds"]; has {
+		r.Seconds, ok = floatField(v)
+		switch {
+		case !ok || r.Seconds < 0 || r.Seconds > MaxSeconds:
+			return Report{}, reject(BadSeconds, "seconds = %s, want a number in [0, %d]", show(v), MaxSeconds)
+		case r.Seconds == 0:
+			r.Seconds = 0 // not -0: unknown
+		case float64(r.N)/r.Seconds > MaxRate:
+			return Report{}, reject(BadSeconds, "seconds = %s for %d samples: more than %g samples/s", show(v), r.N, MaxRate)
 		}
 	}
 	return r, nil
 }
 
-func (r *Report) decodeTotals(w raw) error {
+// hitsOf derives the hits of an anonymous report from its pi_approx: the
+// nearest integer to pi·n/4, at most n. The product is rounded, not
+// converted out of range: for n near 2⁶⁴, float64(n) is 2⁶⁴ itself.
+func hitsOf(pi float64, n uint64) uint64 {
+	h := math.Round(pi * float64(n) / 4)
+	if h >= float64(n) { // float64(n) ≥ n, so this covers every h ≥ 2⁶⁴
+		return n
+	}
+	return uint64(h)
+}
+
+func (r *Report) decodeTotals(w map[string]jsontext.Value) error {
 	var ok1, ok2, ok3 bool
-	r.Seq, ok1 = uintField(w.Seq)
-	r.TotalN, ok2 = uintField(w.TotalN)
-	r.TotalHits, ok3 = uintField(w.TotalHits)
+	r.Seq, ok1 = uintField(w["seq"])
+	r.TotalN, ok2 = uintField(w["total_n"])
+	r.TotalHits, ok3 = uintField(w["total_hits"])
 	switch {
 	case !ok1 || !ok2 || !ok3:
-		return reject(BadTotals, "worker %q: seq, total_n and total_hits must be integers ≥ 0 (got %s, %s, %s)", r.Worker, show(w.Seq), show(w.TotalN), show(w.TotalHits))
+		return reject(BadTotals, "worker %q: seq, total_n and total_hits must be integers ≥ 0 (got %s, %s, %s)", r.Worker, show(w["seq"]), show(w["total_n"]), show(w["total_hits"]))
 	case r.Seq == 0:
 		return reject(BadTotals, "worker %q: seq 0, numbering starts at 1", r.Worker)
 	case r.TotalN < r.N || r.TotalHits < r.Hits || r.TotalHits > r.TotalN:
@@ -189,7 +254,7 @@ func (r *Report) decodeTotals(w raw) error {
 // uintField parses a JSON integer ≥ 0. A number written as a float ("1e6",
 // "1000000.0", as Python may send) is accepted when it is a whole number
 // below 2⁵³, where float64 is exact.
-func uintField(m json.RawMessage) (uint64, bool) {
+func uintField(m jsontext.Value) (uint64, bool) {
 	if len(m) == 0 || (m[0] != '-' && (m[0] < '0' || m[0] > '9')) {
 		return 0, false
 	}
@@ -204,7 +269,7 @@ func uintField(m json.RawMessage) (uint64, bool) {
 }
 
 // floatField parses a finite JSON number.
-func floatField(m json.RawMessage) (float64, bool) {
+func floatField(m jsontext.Value) (float64, bool) {
 	if len(m) == 0 || (m[0] != '-' && (m[0] < '0' || m[0] > '9')) {
 		return 0, false
 	}
@@ -212,12 +277,15 @@ func floatField(m json.RawMessage) (float64, bool) {
 	return f, err == nil && !math.IsInf(f, 0) && !math.IsNaN(f)
 }
 
-func validWorker(s string) bool {
-	if s == "" || len(s) > MaxWorkerLen || !utf8.ValidString(s) {
+func validWorker(s string) bool { return printable(s, MaxWorkerLen) }
+
+// validSeed reports whether s is a seed as workers write it: 16 hex digits.
+func validSeed(s string) bool {
+	if len(s) != 16 {
 		return false
 	}
-	for _, c := range s {
-		if !unicode.IsPrint(c) {
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
 			return false
 		}
 	}
@@ -225,7 +293,7 @@ func validWorker(s string) bool {
 }
 
 // show quotes a field for an error message, briefly.
-func show(m json.RawMessage) string {
+func show(m jsontext.Value) string {
 	if m == nil {
 		return "missing"
 	}

@@ -14,11 +14,20 @@ func TestDecode(t *testing.T) {
 		want   Report // checked when reason is ""
 		reason Reason
 	}{
-		{name: "seed python report", in: `{"n": 1000000, "pi_approx": 3.141592}`, want: Report{N: 1000000, PiApprox: 3.141592, Hits: 785398}},
-		{name: "seed report with float n", in: `{"n": 1e6, "pi_approx": 3.141592}`, want: Report{N: 1000000, PiApprox: 3.141592, Hits: 785398}},
-		{name: "full report", in: `{"n": 1000, "pi_approx": 3.2, "hits": 800, "v": 1, "worker": "node7-1-ab", "seq": 2, "total_n": 2000, "total_hits": 1570, "seed": "00ff", "kernel": "go", "seconds": 0.5}`,
-			want: Report{N: 1000, PiApprox: 3.2, Hits: 800, V: 1, Worker: "node7-1-ab", Seq: 2, TotalN: 2000, TotalHits: 1570, Seed: "00ff", Kernel: "go", Seconds: 0.5}},
-		{name: "unknown fields ignored", in: `{"n": 4, "pi_approx": 3, "host": "x"}`, want: Report{N: 4, PiApprox: 3, Hits: 3}},
+		{name: "seed python report", in: `{"n": 1000000, "pi_approx": 3.141592}`, want: Report{N: 1000000, PiApprox: 3.141592, Hits: 785398, V: 1}},
+		{name: "seed report with float n", in: `{"n": 1e6, "pi_approx": 3.141592}`, want: Report{N: 1000000, PiApprox: 3.141592, Hits: 785398, V: 1}},
+		{name: "pi_approx canonical", in: `{"n": 3, "pi_approx": 1.3333333334}`, want: Report{N: 3, PiApprox: 4.0 / 3, Hits: 1, V: 1}},
+		{name: "full report", in: `{"n": 1000, "pi_approx": 3.2, "hits": 800, "v": 1, "worker": "node7-1-ab", "seq": 2, "total_n": 2000, "total_hits": 1570, "seed": "c0ffee1234567890", "kernel": "go", "seconds": 0.5}`,
+			want: Report{N: 1000, PiApprox: 3.2, Hits: 800, V: 1, Worker: "node7-1-ab", Seq: 2, TotalN: 2000, TotalHits: 1570, Seed: "c0ffee1234567890", Kernel: "go", Seconds: 0.5}},
+		{name: "unknown fields ignored", in: `{"n": 4, "pi_approx": 3, "host": "x", "obj": {"n": 1}}`, want: Report{N: 4, PiApprox: 3, Hits: 3, V: 1}},
+		{name: "zero totals", in: `{"n": 4, "pi_approx": 0, "hits": 0, "worker": "w", "seq": 1, "total_n": 4, "total_hits": 0}`,
+			want: Report{N: 4, Hits: 0, V: 1, Worker: "w", Seq: 1, TotalN: 4}},
+		{name: "unicode worker", in: `{"n": 4, "pi_approx": 3, "worker": "nœud-7", "seq": 1, "total_n": 4, "total_hits": 3}`,
+			want: Report{N: 4, PiApprox: 3, Hits: 3, V: 1, Worker: "nœud-7", Seq: 1, TotalN: 4, TotalHits: 3}},
+		{name: "escaped names", in: `{"\u006e": 4, "pi_\u0061pprox": 3}`, want: Report{N: 4, PiApprox: 3, Hits: 3, V: 1}},
+		{name: "anonymous n near 2^64", in: `{"n": 18446744073709551615, "pi_approx": 4}`,
+			want: Report{N: 1<<64 - 1, PiApprox: 4, Hits: 1<<64 - 1, V: 1}},
+		{name: "seconds zero is unknown", in: `{"n": 4, "pi_approx": 3, "seconds": -0}`, want: Report{N: 4, PiApprox: 3, Hits: 3, V: 1}},
 		{name: "garbage", in: `hello`, reason: NotJSON},
 		{name: "empty", in: ``, reason: NotJSON},
 		{name: "array", in: `[1,2]`, reason: NotJSON},
@@ -50,7 +59,30 @@ func TestDecode(t *testing.T) {
 		{name: "totals below batch", in: `{"n": 4, "pi_approx": 3, "worker": "w", "seq": 1, "total_n": 3, "total_hits": 3}`, reason: BadTotals},
 		{name: "earlier hits exceed earlier n", in: `{"n": 4, "pi_approx": 3, "worker": "w", "seq": 2, "total_n": 8, "total_hits": 8}`, reason: BadTotals},
 		{name: "totals without worker", in: `{"n": 4, "pi_approx": 3, "total_n": 4}`, reason: BadTotals},
-		{name: "bad seconds", in: `{"n": 4, "pi_approx": 3, "seconds": "fast"}`, reason: BadField},
+		{name: "bad seconds", in: `{"n": 4, "pi_approx": 3, "seconds": "fast"}`, reason: BadSeconds},
+		{name: "seconds denormal", in: `{"n": 4, "pi_approx": 3, "seconds": 5e-324}`, reason: BadSeconds},
+		{name: "seconds negative", in: `{"n": 4, "pi_approx": 3, "seconds": -1}`, reason: BadSeconds},
+		{name: "seconds over a week", in: `{"n": 4, "pi_approx": 3, "seconds": 604801}`, reason: BadSeconds},
+		{name: "seconds too fast", in: `{"n": 1000000000, "pi_approx": 3, "hits": 750000000, "seconds": 1e-7}`, reason: BadSeconds},
+		{name: "case-folded keys", in: `{"n": 1000000, "pi_approx": 3.2, "N": 1, "PI_APPROX": 4}`, reason: FoldedKey},
+		{name: "case-folded key alone", in: `{"N": 1000000, "pi_approx": 3.2}`, reason: FoldedKey},
+		{name: "Kelvin sign folds to k", in: `{"n": 4, "pi_approx": 3, "\u212aernel": "go"}`, reason: FoldedKey},
+		{name: "duplicate key", in: `{"n": 1000000, "pi_approx": 3.2, "n": 1}`, reason: DuplicateKey},
+		{name: "duplicate escaped key", in: `{"n": 4, "pi_approx": 3, "\u006e": 4}`, reason: DuplicateKey},
+		{name: "duplicate nested key", in: `{"n": 4, "pi_approx": 3, "x": {"a": 1, "a": 2}}`, reason: DuplicateKey},
+		{name: "invalid UTF-8 in worker", in: "{\"n\": 4, \"pi_approx\": 3, \"worker\": \"w\xff\", \"seq\": 1, \"total_n\": 4, \"total_hits\": 3}", reason: BadUTF8},
+		{name: "invalid UTF-8 in an unknown field", in: "{\"n\": 4, \"pi_approx\": 3, \"x\": \"\xc3\"}", reason: BadUTF8},
+		{name: "lone surrogate escape", in: `{"n": 4, "pi_approx": 3, "worker": "w\ud800", "seq": 1, "total_n": 4, "total_hits": 3}`, reason: BadUTF8},
+		{name: "seed not hex", in: `{"n": 4, "pi_approx": 3, "seed": "c0ffee123456789z"}`, reason: BadField},
+		{name: "seed short", in: `{"n": 4, "pi_approx": 3, "seed": "00ff"}`, reason: BadField},
+		{name: "seed control char", in: `{"n": 4, "pi_approx": 3, "seed": "c0ffee123456789\n"}`, reason: BadField},
+		{name: "kernel control char", in: `{"n": 4, "pi_approx": 3, "kernel": "go\u001b[2J"}`, reason: BadField},
+		{name: "kernel empty", in: `{"n": 4, "pi_approx": 3, "kernel": ""}`, reason: BadField},
+		{name: "kernel number", in: `{"n": 4, "pi_approx": 3, "kernel": 7}`, reason: BadField},
+		{name: "worker format char", in: `{"n": 4, "pi_approx": 3, "worker": "a\u200eb", "seq": 1, "total_n": 4, "total_hits": 3}`, reason: BadWorker},
+		{name: "total_n out of range float", in: `{"n": 4, "pi_approx": 3, "worker": "w", "seq": 1, "total_n": 1e20, "total_hits": 3}`, reason: BadTotals},
+		{name: "hits out of range float", in: `{"n": 4, "pi_approx": 3, "hits": 1.8446744073709552e19}`, reason: BadHits},
+		{name: "seq out of range", in: `{"n": 4, "pi_approx": 3, "worker": "w", "seq": 18446744073709551616, "total_n": 4, "total_hits": 3}`, reason: BadTotals},
 		{name: "oversized", in: `{"n": 4, "pi_approx": 3, "pad": "` + strings.Repeat("x", MaxSize) + `"}`, reason: Oversized},
 	}
 	for _, tt := range tests {
@@ -84,6 +116,22 @@ func TestEncodeRoundTrip(t *testing.T) {
 	}
 }
 
+// A worker whose every sample so far missed (total_hits 0) is encoded with
+// its zero totals and decoded back: it can resume from them.
+func TestZeroTotalsRoundTrip(t *testing.T) {
+	for _, r := range []Report{
+		{N: 4, Hits: 0, V: 1, Worker: "w", Seq: 1, TotalN: 4, TotalHits: 0},
+		{N: 1, Hits: 0, V: 1, Worker: "w", Seq: 7, TotalN: 9, TotalHits: 0, Seed: "0000000000000000", Kernel: "go", Seconds: 1e-6},
+		{N: 1, Hits: 1, PiApprox: 4, V: 1},
+	} {
+		b := Encode(r)
+		got, err := Decode(b)
+		if err != nil || got != r {
+			t.Errorf("Decode(%s) = %+v, %v; want %+v", b, got, err, r)
+		}
+	}
+}
+
 func TestState(t *testing.T) {
 	s, err := DecodeState(EncodeState(State{Status: Done, Reason: "target", Pi: 3.14}))
 	if err != nil || s.Status != Done || s.Reason != "target" {
@@ -94,13 +142,20 @@ func TestState(t *testing.T) {
 	}
 }
 
-// FuzzDecode checks that Decode never panics, and that whatever it accepts is
-// self-consistent and survives a round trip through Encode.
+// FuzzDecode checks that Decode never panics, that every rejection has a
+// reason, and that whatever it accepts is self-consistent and comes back
+// unchanged, field for field, through Encode and Decode.
 func FuzzDecode(f *testing.F) {
 	for _, s := range []string{
 		`{"n": 1000000, "pi_approx": 3.141592}`,
 		`{"n": 1000, "pi_approx": 3.2, "hits": 800, "v": 1, "worker": "w", "seq": 2, "total_n": 2000, "total_hits": 1570}`,
+		`{"n": 4, "pi_approx": 0, "hits": 0, "worker": "w", "seq": 1, "total_n": 4, "total_hits": 0}`,
 		`{"n": 1e6, "pi_approx": 0}`, `[]`, `{"n": -1}`, `{"n":18446744073709551615,"pi_approx":4,"hits":18446744073709551615}`,
+		`{"n":18446744073709551615,"pi_approx":4}`, `{"n": 3, "pi_approx": 1.3333333334}`,
+		`{"n": 4, "pi_approx": 3, "seconds": 5e-324}`, `{"n": 4, "pi_approx": 3, "seconds": -0}`,
+		`{"n": 1000000, "pi_approx": 3.2, "N": 1, "PI_APPROX": 4}`, `{"n": 1000000, "pi_approx": 3.2, "n": 1}`,
+		`{"n": 4, "pi_approx": 3, "seed": "c0ffee1234567890", "kernel": "avx512"}`,
+		"{\"n\": 4, \"pi_approx\": 3, \"worker\": \"w\xff\", \"seq\": 1, \"total_n\": 4, \"total_hits\": 3}",
 	} {
 		f.Add([]byte(s))
 	}
@@ -113,15 +168,22 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		if r.N == 0 || r.Hits > r.N || r.PiApprox < 0 || r.PiApprox > 4 {
+		if r.N == 0 || r.Hits > r.N || r.PiApprox < 0 || r.PiApprox > 4 || r.V != Version {
 			t.Fatalf("accepted an impossible report: %+v", r)
 		}
 		if !r.Anonymous() && (r.Seq == 0 || r.TotalN < r.N || r.TotalHits < r.Hits || r.TotalHits > r.TotalN) {
 			t.Fatalf("accepted impossible totals: %+v", r)
 		}
-		back, err := Decode(Encode(r))
-		if err != nil || back.N != r.N || back.Hits != r.Hits || back.Worker != r.Worker || back.TotalN != r.TotalN || back.TotalHits != r.TotalHits {
-			t.Fatalf("round trip of %+v: %+v, %v", r, back, err)
+		if r.Seconds < 0 || r.Seconds > MaxSeconds || r.Seconds > 0 && float64(r.N)/r.Seconds > MaxRate {
+			t.Fatalf("accepted implausible seconds: %+v", r)
+		}
+		enc := Encode(r)
+		back, err := Decode(enc)
+		if err != nil || back != r {
+			t.Fatalf("round trip of %+v through %s: %+v, %v", r, enc, back, err)
+		}
+		if again := Encode(back); string(again) != string(enc) {
+			t.Fatalf("Encode not stable: %s then %s", enc, again)
 		}
 	})
 }

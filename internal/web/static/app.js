@@ -19,17 +19,12 @@
     const h = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60), sec = Math.round(s % 60);
     return (h ? h + "h " : "") + (h || m ? m + "m " : "") + sec + "s";
   }
-  // The digits both ends of the interval agree on, then three more.
-  function digits(pi, l, h) {
-    let certain = 0;
-    for (let d = 1; d <= 12; d++) {
-      const s = Math.pow(10, d);
-      if (Math.floor(l * s) !== Math.floor(h * s)) break;
-      certain = d;
-    }
-    const all = pi.toFixed(certain + 3), dot = all.indexOf(".");
-    const cut = certain === 0 ? dot : dot + 1 + certain;
-    return [all.slice(0, cut), all.slice(cut)];
+  // The estimate's digits as the collector splits them (collector.CertainDigits,
+  // the rule the live view shares): the certain ones, then three more.
+  function renderPi(el, d) {
+    el.innerHTML = '<span class="certain"></span><span class="uncertain"></span>';
+    el.firstChild.textContent = d && d.certain || "";
+    el.lastChild.textContent = d && (d.certain || d.more) ? d.more : "—";
   }
   function push(p) {
     if (!(p.n > lastN) || p.pi === null) return false;
@@ -63,19 +58,21 @@
     errChart.setData([ns, errs, ses]);
   }
   function show(s) {
+    $("conn").textContent = "live";
     document.title = "picluster " + (s.pi === null ? "" : s.pi.toFixed(8));
     $("channel").textContent = s.channel;
     $("n").textContent = s.n;
     $("n").dataset.value = String(s.n);
     $("rate").textContent = fmt(s.samples_per_s, 3);
     if (s.pi !== null) {
-      const [c, u] = digits(s.pi, s.ci95[0], s.ci95[1]);
-      $("pi").innerHTML = '<span class="certain"></span><span class="uncertain"></span>';
-      $("pi").firstChild.textContent = c;
-      $("pi").lastChild.textContent = u;
+      renderPi($("pi"), s.pi_digits);
       $("pi").dataset.value = String(s.pi);
-      $("se").textContent = s.stderr.toPrecision(3);
-      $("ci").textContent = "[" + s.ci95[0].toFixed(10) + ", " + s.ci95[1].toFixed(10) + "]";
+      $("se").textContent = s.stderr === null ? "—" : s.stderr.toPrecision(3);
+      $("ci").textContent = s.ci95[0] === null || s.ci95[1] === null ? "—" :
+        "[" + s.ci95[0].toFixed(10) + ", " + s.ci95[1].toFixed(10) + "]";
+    }
+    if (s.bias !== null && s.bias !== undefined) {
+      $("bias").textContent = "+" + s.bias.toPrecision(2);
     }
     const alive = s.worker_table.filter((w) => w.status === "alive").length;
     $("workers").textContent = alive + " of " + s.workers;
@@ -105,11 +102,12 @@
     redraw();
     const src = new EventSource("api/events");
     src.addEventListener("state", (e) => show(JSON.parse(e.data)));
+    src.addEventListener("fault", (e) => { $("conn").textContent = "server: " + JSON.parse(e.data); });
     src.onopen = () => { $("conn").textContent = "live"; };
     src.onerror = () => { $("conn").textContent = "reconnecting…"; };
     window.addEventListener("resize", () => { estChart.setSize(size()); errChart.setSize(size()); });
   }
   // For tests and the curious: how many points the charts hold.
-  window.picluster = { points: () => ns.length };
+  window.picluster = { points: () => ns.length, renderPi: renderPi };
   start().catch((err) => { $("conn").textContent = "error: " + err; console.error(err); });
 })();
