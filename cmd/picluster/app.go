@@ -21,6 +21,7 @@ Usage:
   picluster worker     [flags]   sample and report to Redis
   picluster collector  [flags]   pool the reports, show the estimate, stop at a target
   picluster bench      [flags]   measure the sampler's samples/s per kernel and thread count
+  picluster version              the version, Go version, commit and this CPU's kernels
   picluster help       [command]
 
 Run "picluster COMMAND -h" for a command's flags. Every command that talks to
@@ -54,6 +55,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return env.collectorCmd(ctx, rest)
 	case "bench":
 		return env.benchCmd(ctx, rest)
+	case "version", "-version", "--version":
+		return env.versionCmd(rest)
 	case "help", "-h", "-help", "--help":
 		if len(rest) > 0 && rest[0] != "help" {
 			return run(ctx, []string{rest[0], "-h"}, getenv, stdout, stderr)
