@@ -34,8 +34,9 @@ type Bus interface {
 
 // Worker samples and reports. Create one with New.
 type Worker struct {
-	cfg Config
-	bus Bus
+	cfg   Config
+	bus   Bus
+	stats stats // for Stats
 }
 
 // New returns a worker that reports to bus.
@@ -61,6 +62,7 @@ var (
 func (w *Worker) Run(ctx context.Context) error {
 	cfg := w.cfg
 	log := cfg.Logger.With("worker", cfg.ID)
+	defer w.stats.stopped()
 	prev, err := w.start(ctx, log)
 	if errors.Is(err, errJobDone) {
 		log.Info("the job is already done; leaving")
@@ -69,6 +71,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w.stats.started(prev.Seq)
 	log.Info("worker started", "kernel", cfg.Kernel.Name(), "threads", cfg.Threads,
 		"seed", fmt.Sprintf("%016x", *cfg.Seed), "resumed_at_seq", prev.Seq)
 
@@ -168,10 +171,12 @@ func (w *Worker) sample(ctx context.Context, prev wire.Report, box *mailbox, log
 		if !ok {
 			return last, nil // cancelled mid-batch: the batch is dropped, never half-reported
 		}
-		took := time.Since(start)
+		end := time.Now()
+		took := end.Sub(start)
 		last = wire.Report{N: n, Hits: hits, Worker: cfg.ID, Seq: batch.Seq,
 			TotalN: last.TotalN + n, TotalHits: last.TotalHits + hits,
 			Seed: fmt.Sprintf("%016x", *cfg.Seed), Kernel: cfg.Kernel.Name(), Seconds: took.Seconds()}
+		w.stats.batch(last.Seq, n, end, took) // before the publisher can see it
 		box.put(last)
 		rate := float64(n) / took.Seconds()
 		log.Debug("batch", "seq", last.Seq, "n", n, "hits", hits, "samples_per_s", rate)
@@ -254,6 +259,7 @@ func (w *Worker) publish(ctx context.Context, box *mailbox, stop context.CancelC
 		for r != nil {
 			err := w.bus.Publish(ctx, w.cfg.ID, wire.Encode(*r))
 			if err == nil {
+				w.stats.published(r.Seq, time.Now())
 				heartbeat.Reset(wire.HeartbeatInterval) // a report says alive too
 				if bo.Failures() > 0 {
 					log.Info("bus is back; reports go through again", "seq", r.Seq)
@@ -261,6 +267,7 @@ func (w *Worker) publish(ctx context.Context, box *mailbox, stop context.CancelC
 				bo.Reset()
 				break
 			}
+			w.stats.publishFailed()
 			if bo.Failures() == 0 {
 				log.Warn("publish failed; sampling goes on and the totals catch up on reconnect", "seq", r.Seq, "err", err)
 			}
