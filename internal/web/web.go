@@ -22,10 +22,10 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/mcpi"
 )
 
 //go:embed static
@@ -42,7 +42,7 @@ type Source interface {
 
 // Handler returns the server's routes for src.
 func Handler(src Source, log *slog.Logger) http.Handler {
-	reg := prometheus.NewRegistry()
+	reg := newRegistry(mcpi.Pick().Name())
 	reg.MustRegister(metrics{src: src})
 	files, _ := fs.Sub(static, "static") // the embedded tree always has it
 	mux := http.NewServeMux()
