@@ -1,7 +1,9 @@
 // Package web serves the collector over HTTP: a dashboard page embedded in
 // the binary (working offline, with a vendored uPlot), the live state as
 // JSON and as Server-Sent Events, Prometheus metrics from a registry of its
-// own, and a health check. It only reads: every endpoint is GET or HEAD.
+// own, and a health check. WorkerHandler serves a worker's /metrics and
+// /healthz. Every registry also has the Go runtime and process collectors
+// and picluster_build_info. It only reads: every endpoint is GET or HEAD.
 //
 // Each event stream reads the collector on its own ticker and writes with a
 // deadline, so a slow or stalled client costs only its own connection and
