@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -193,7 +194,9 @@ func TestGolden(t *testing.T) {
 	for i, w := range want {
 		if keys[i] != w {
 			t.Errorf("key %d: got %+v, want %+v", i, keys[i], w)
+			continue
 		}
+		t.Logf("%s/%s: seed %#x worker %q seq %d n %d: hits %d, as golden", runtime.GOOS, runtime.GOARCH, w.Seed, w.Worker, w.Seq, w.N, w.Hits)
 	}
 }
 

@@ -8,6 +8,21 @@ import (
 	"github.com/picluster/picluster/internal/wire"
 )
 
+// item is a queued entry and its seq.
+type item struct {
+	wire.Signed
+	seq uint64
+}
+
+// signed returns the entries of items.
+func signed(items []item) []wire.Signed {
+	out := make([]wire.Signed, len(items))
+	for i, it := range items {
+		out[i] = it.Signed
+	}
+	return out
+}
+
 // queue holds the signed entries not yet appended, oldest first, up to a
 // limit. Every entry is a checkable claim and the ledger credits entries, not
 // totals, so none may be dropped: past the limit the sampler waits for room
@@ -16,7 +31,7 @@ type queue struct {
 	ready  chan struct{} // holds a token while there is something to take
 	room   chan struct{} // holds a token after entries were dropped from the front
 	mu     sync.Mutex
-	items  []wire.Signed
+	items  []item
 	limit  int
 	full   bool // the sampler is waiting for room (for the log)
 	closed bool
@@ -28,7 +43,7 @@ func newQueue(limit int) *queue {
 
 // put appends s, waiting for room while the queue is full; it fails only
 // when ctx is done.
-func (q *queue) put(ctx context.Context, s wire.Signed, log *slog.Logger) error {
+func (q *queue) put(ctx context.Context, s item, log *slog.Logger) error {
 	for {
 		q.mu.Lock()
 		if len(q.items) < q.limit {
@@ -53,7 +68,7 @@ func (q *queue) put(ctx context.Context, s wire.Signed, log *slog.Logger) error 
 
 // peek returns up to max entries from the front, and whether the queue is
 // closed.
-func (q *queue) peek(max int) ([]wire.Signed, bool) {
+func (q *queue) peek(max int) ([]item, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.items[:min(max, len(q.items)):min(max, len(q.items))], q.closed

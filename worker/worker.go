@@ -40,15 +40,8 @@ type Bus interface {
 type Worker struct {
 	cfg   Config
 	bus   Bus
-	stats counters
+	stats stats                 // for Stats
 	q     atomic.Pointer[queue] // the queue of the current Run
-}
-
-// counters are the worker's running figures, for its metrics.
-type counters struct {
-	samples   atomic.Uint64 // samples drawn in entries
-	entries   atomic.Uint64 // entries drawn
-	published atomic.Int64  // when the last append succeeded, Unix ns
 }
 
 // New returns a worker that reports to bus.
@@ -82,6 +75,7 @@ type job struct {
 func (w *Worker) Run(ctx context.Context) error {
 	cfg := w.cfg
 	log := cfg.Logger.With("worker", cfg.ID)
+	defer w.stats.stopped()
 	j, err := w.start(ctx, log)
 	if errors.Is(err, errJobDone) {
 		log.Info("the job is already done; leaving")
@@ -91,6 +85,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	resumed := j.seq
+	w.stats.started(j.seq)
 	sampleCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	if cfg.Duration > 0 {
@@ -260,7 +255,8 @@ func (w *Worker) sample(ctx context.Context, j job, q *queue, log *slog.Logger) 
 		if !ok {
 			return seq, total, nil // cancelled mid-batch: the batch is dropped, never half-reported
 		}
-		took := time.Since(start)
+		end := time.Now()
+		took := end.Sub(start)
 		seq++
 		total += j.n
 		payload := wire.EncodeEntry(wire.Entry{Job: j.state.Job, Worker: cfg.ID, Seq: seq, N: j.n, Hits: hits,
@@ -269,9 +265,8 @@ func (w *Worker) sample(ctx context.Context, j job, q *queue, log *slog.Logger) 
 		if cfg.Key != nil {
 			s.Sig = wire.Sign(cfg.Key, payload)
 		}
-		w.stats.samples.Add(j.n)
-		w.stats.entries.Add(1)
-		if err := q.put(ctx, s, log); err != nil {
+		w.stats.batch(seq, j.n, end, took) // before the publisher can see it
+		if err := q.put(ctx, item{s, seq}, log); err != nil {
 			return seq - 1, total - j.n, nil // stopped while the queue was full: the entry is dropped
 		}
 		rate := float64(j.n) / took.Seconds()
@@ -348,10 +343,10 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 				}
 				break
 			}
-			err := w.bus.Append(ctx, batch)
+			err := w.bus.Append(ctx, signed(batch))
 			if err == nil {
 				q.drop(len(batch))
-				w.stats.published.Store(time.Now().UnixNano())
+				w.stats.published(batch[len(batch)-1].seq, time.Now())
 				heartbeat.Reset(wire.HeartbeatInterval) // an entry says alive too
 				if bo.Failures() > 0 {
 					log.Info("bus is back; the queued entries go through", "queued", q.len())
@@ -359,6 +354,7 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 				bo.Reset()
 				continue
 			}
+			w.stats.publishFailed()
 			if bo.Failures() == 0 {
 				log.Warn("append failed; sampling goes on and the queue catches up on reconnect", "queued", q.len(), "err", err)
 			}
@@ -405,4 +401,4 @@ func (w *Worker) Queued() int {
 }
 
 // Drawn returns how many entries the worker has drawn in this run.
-func (w *Worker) Drawn() uint64 { return w.stats.entries.Load() }
+func (w *Worker) Drawn() uint64 { return w.Stats().Batches }

@@ -28,6 +28,7 @@ Usage:
   picluster verify     [flags]   replay a sample of the job's ledger and check it
   picluster key        [flags]   make a job key, or derive a worker's key from it
   picluster acl        [flags]   print Redis ACL users for a collector and its workers
+  picluster version              the version, Go version, commit and this CPU's kernels
   picluster help       [command]
 
 Run "picluster COMMAND -h" for a command's flags. Every command that talks to
@@ -67,6 +68,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return env.keyCmd(ctx, rest)
 	case "acl":
 		return env.aclCmd(ctx, rest)
+	case "version", "-version", "--version":
+		return env.versionCmd(rest)
 	case "help", "-h", "-help", "--help":
 		if len(rest) > 0 && rest[0] != "help" {
 			return run(ctx, []string{rest[0], "-h"}, getenv, stdout, stderr)

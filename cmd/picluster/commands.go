@@ -119,9 +119,11 @@ func (e *env) workerCmd(ctx context.Context, args []string) error {
 	var c common
 	var wf workerFlags
 	var duration time.Duration
+	var httpAddr string
 	e.commonFlags(fs, &c, "the Redis to report to")
 	wf.register(fs, true)
 	fs.DurationVar(&duration, "duration", 0, "stop after this long (default: until the job is done or Ctrl-C)")
+	fs.StringVar(&httpAddr, "http", "", "serve /healthz and /metrics (Prometheus) on `addr` ([host]:port; no host means 127.0.0.1)")
 	if err := e.parse(fs, "Samples on every core and reports to the job's channel until the job is done,\na limit is reached, or Ctrl-C (which still delivers the last report).", args); err != nil || helped(args) {
 		return err
 	}
@@ -144,6 +146,11 @@ func (e *env) workerCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	stopHTTP, err := e.serveWorker(ctx, httpAddr, w)
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
 	return w.Run(ctx)
 }
 

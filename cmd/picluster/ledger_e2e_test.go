@@ -383,3 +383,17 @@ func TestSecureEndToEnd(t *testing.T) {
 		t.Errorf("skip_verify: %v", err)
 	}
 }
+
+// The Kubernetes Secret carries the rules picluster acl prints, so the two
+// cannot drift apart.
+func TestK8sSecretHasTheACLRules(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "k8s", "secrets.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(ACLRules("pi_collector", "change-me-collector", "change-me-worker")), "\n") {
+		if !strings.Contains(string(b), "    "+line+"\n") {
+			t.Errorf("deploy/k8s/secrets.yaml lacks the rule %q", line)
+		}
+	}
+}

@@ -1,7 +1,9 @@
 // Package web serves the collector over HTTP: a dashboard page embedded in
 // the binary (working offline, with a vendored uPlot), the live state as
 // JSON and as Server-Sent Events, Prometheus metrics from a registry of its
-// own, and a health check. It only reads: every endpoint is GET or HEAD.
+// own, and a health check. WorkerHandler serves a worker's /metrics and
+// /healthz. Every registry also has the Go runtime and process collectors
+// and picluster_build_info. It only reads: every endpoint is GET or HEAD.
 //
 // Each event stream reads the collector on its own ticker and writes with a
 // deadline, so a slow or stalled client costs only its own connection and
@@ -23,10 +25,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/mcpi"
 )
 
 //go:embed static
@@ -44,7 +46,7 @@ type Source interface {
 // Handler returns the server's routes for src.
 func Handler(src Source, log *slog.Logger) http.Handler {
 	enc := &encoder{log: log}
-	reg := prometheus.NewRegistry()
+	reg := newRegistry(mcpi.Pick().Name())
 	reg.MustRegister(metrics{src: src})
 	files, _ := fs.Sub(static, "static") // the embedded tree always has it
 	mux := http.NewServeMux()

@@ -17,7 +17,7 @@ import (
 const lanes = 32
 
 func main() {
-	ConstraintExpr("!purego")
+	ConstraintExpr("amd64,!purego")
 	avx512()
 	avx2()
 	Generate()
