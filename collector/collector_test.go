@@ -348,6 +348,11 @@ func TestQuarantine(t *testing.T) {
 	if s.N != mcpi.CountOf(1000) || s.Quarantined[0].Worker != "cheat" || s.Quarantined[0].Seq != 2 {
 		t.Errorf("N %v quarantined %+v; want N 1000 and cheat at seq 2", s.N, s.Quarantined)
 	}
+	for _, w := range s.WorkerTable {
+		if (w.ID == "cheat") != (w.Status == "quarantined") || s.Workers != 1 {
+			t.Errorf("worker table %+v, workers %d: want cheat quarantined, one worker counted", s.WorkerTable, s.Workers)
+		}
+	}
 	var q map[string][]byte
 	waitFor(t, func() bool { q, _ = bus.Quarantined(context.Background()); return q["cheat"] != nil }) // written after the pool changed
 	var rec wire.QuarantineRecord

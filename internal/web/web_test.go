@@ -94,7 +94,7 @@ func TestEndpoints(t *testing.T) {
 	if code != 200 {
 		t.Errorf("/metrics: %d", code)
 	}
-	for _, want := range []string{"picluster_pi_estimate 3.1", "picluster_pi_stderr", "picluster_samples_total 4e+07",
+	for _, want := range []string{"picluster_pi_estimate 3.1", "picluster_workers_quarantined 0", `picluster_verified_entries_total{result="mismatch"} 0`, "picluster_pi_stderr", "picluster_samples_total 4e+07",
 		`picluster_reports_total{reason="not_json",result="rejected"} 1`, `picluster_reports_total{reason="",result="accepted"} 40`,
 		`picluster_workers{status="alive"} 2`, `picluster_worker_samples_per_second{worker="a"} 2e+06`} {
 		if !strings.Contains(body, want) {
