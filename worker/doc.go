@@ -26,8 +26,7 @@
 // abandoned and the queued entries are flushed, with a grace period of
 // Config.FlushTimeout, before Run returns.
 //
-// Hits is the parallel batch loop itself, shared with the bench harness and
-// the collector's replays.
+// Hits is the parallel batch loop itself, shared with the bench harness.
 //
 // Units: samples are counts, rates are samples per second, times are
 // time.Duration. A Worker is used by one Run at a time; Stats may be called
