@@ -216,6 +216,7 @@ func TestClusterOverRedis(t *testing.T) {
 		t.Fatalf("PUBLISH reached %s subscribers, want the collector", got)
 	}
 	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n": -5, "pi_approx": 3.1}`)
+	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n":18446744073709551615,"pi_approx":3.2}`) // one report to swamp the job: capped
 	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n": 1000000, "pi_approx": 3.141592}`)
 	// An infinite rate, keys in another case, a key twice: rejected by name,
 	// and --json still prints the summary.
@@ -229,14 +230,14 @@ func TestClusterOverRedis(t *testing.T) {
 	}
 	wantN := n.Add(mcpi.CountOf(1_000_000))
 	col.waitOutput(t, fmt.Sprintf("N=%s ", wantN), 20*time.Second)
-	col.waitOutput(t, "5 rejected", 20*time.Second)
+	col.waitOutput(t, "6 rejected", 20*time.Second)
 	_ = col.cmd.Process.Signal(syscall.SIGINT)
 	col.wait(t, 20*time.Second)
 	s := col.summary(t)
-	if s.N != wantN || s.Hits != hits.Add(mcpi.CountOf(785398)) || s.Rejected != 5 || s.StoppedBy != "signal" || s.Workers != 2 || s.Batches != 9 {
-		t.Errorf("summary %+v; want n %v, hits %v, 5 rejected, 2 workers, 9 batches, stopped by signal", s, wantN, hits.Add(mcpi.CountOf(785398)))
+	if s.N != wantN || s.Hits != hits.Add(mcpi.CountOf(785398)) || s.Rejected != 6 || s.AnonymousN != mcpi.CountOf(1_000_000) || s.StoppedBy != "signal" || s.Workers != 2 || s.Batches != 9 {
+		t.Errorf("summary %+v; want n %v, hits %v, 6 rejected, 10⁶ anonymous, 2 workers, 9 batches, stopped by signal", s, wantN, hits.Add(mcpi.CountOf(785398)))
 	}
-	for _, reason := range []string{"not_json", "bad_n", "bad_seconds", "folded_key", "duplicate_key"} {
+	for _, reason := range []string{"not_json", "bad_n", "too_large", "bad_seconds", "folded_key", "duplicate_key"} {
 		if s.RejectedBy[reason] != 1 {
 			t.Errorf("rejected_by %v, want one %s", s.RejectedBy, reason)
 		}
