@@ -356,7 +356,7 @@ func TestRunServesHTTP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	p := start(t, "run", "--http", "127.0.0.1:0", "--duration", "4s", "--json")
+	p := start(t, "run", "--http", "127.0.0.1:0", "--duration", "6s", "--json", "--batch-time", "100ms")
 	p.waitOutput(t, "dashboard on http://", 20*time.Second)
 	out := p.stderr.String()
 	addr := strings.Fields(out[strings.Index(out, "dashboard on http://")+len("dashboard on http://"):])[0]
@@ -365,7 +365,22 @@ func TestRunServesHTTP(t *testing.T) {
 		t.Fatalf("bound %s, want loopback", addr)
 	}
 	base := "http://" + addr
-	time.Sleep(1500 * time.Millisecond) // a few reports in
+	deadline := time.Now().Add(30 * time.Second)
+	for { // the first entries in: polling another process
+		resp, err := http.Get(base + "/api/state")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(b), `"pi":3.1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no estimate within 30s: %.300s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	for _, tt := range []struct{ path, want string }{
 		{"/healthz", "ok"},
 		{"/api/state", `"pi":3.14`},
