@@ -139,19 +139,12 @@ func totals(t *testing.T, url string, opts ...string) (n, hits mcpi.Count, worke
 	if len(opts) > 0 {
 		channel = opts[0]
 	}
+	st := jobState(t, url, channel)
 	bus, err := redisbus.Open(url, channel, redisbus.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer bus.Close()
-	b, err := bus.State(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := wire.DecodeState(b)
-	if err != nil {
-		t.Fatalf("job state: %v", err)
-	}
 	q, err := bus.Quarantined(t.Context())
 	if err != nil {
 		t.Fatal(err)

@@ -142,10 +142,10 @@ func keys(t *testing.T, ids ...string) (job string, workers map[string]string) {
 	return job, workers
 }
 
-// jobState reads the job state as a worker may.
-func jobState(t *testing.T, url string) wire.State {
+// jobState reads the state of the job on channel as a worker may.
+func jobState(t *testing.T, url, channel string) wire.State {
 	t.Helper()
-	bus, err := redisbus.Open(url, "pi_collector", redisbus.Options{})
+	bus, err := redisbus.Open(url, channel, redisbus.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestAttacksOverRedis(t *testing.T) {
 	colURL, wURL := userURL(srv, "picluster-collector", collectorPass), userURL(srv, "picluster-worker", workerPass)
 	col := start(t, "collector", "--redis", colURL, "--key-file", jobKey, "--json", "--interval", "200ms", "--target-se", "2e-5")
 	col.waitOutput(t, "job loaded from the ledger", 20*time.Second)
-	st := jobState(t, wURL)
+	st := jobState(t, wURL, "pi_collector")
 	w := func(args ...string) string { return cli(t, srv, "picluster-worker", workerPass, args...) }
 	xadd := func(p, sig string) string { return w("XADD", "{pi_collector}:ledger", "*", "e", p, "s", sig) }
 
