@@ -112,7 +112,7 @@ type WorkerStats struct {
 	Gaps        uint64     `json:"gaps"`     // seqs missing between them
 	Verified    uint64     `json:"verified"` // entries replayed and exact
 	Kernel      string     `json:"kernel,omitempty"`
-	LastSeen    time.Time  `json:"last_seen"`
+	LastSeen    time.Time  `json:"last_seen,omitzero"`
 	Status      string     `json:"status"` // "alive", "left", "vanished" or "quarantined"
 	Flagged     bool       `json:"flagged"`
 	Why         string     `json:"why,omitempty"`

@@ -91,3 +91,18 @@ func TestDigits(t *testing.T) {
 		}
 	}
 }
+
+// Anonymous (seed-style) reporters name no worker; the view counts their
+// batches beside the workers.
+func TestRenderAnonymous(t *testing.T) {
+	s, hist := summary()
+	for _, tt := range []struct {
+		anon uint64
+		want string
+	}{{0, "workers 2 alive of 2\n"}, {1, "workers 2 alive of 2 + 1 anonymous batch\n"}, {7, "workers 2 alive of 2 + 7 anonymous batches\n"}} {
+		s.Anonymous = tt.anon
+		if view := strings.Join(Render(s, hist, 120, 24), "\n"); !strings.Contains(view, tt.want) {
+			t.Errorf("%d anonymous batches: the view lacks %q:\n%s", tt.anon, tt.want, view)
+		}
+	}
+}
