@@ -95,14 +95,14 @@ func (f *collectorFlags) target() (float64, error) {
 	return se, nil
 }
 
-// collector returns the collector the flags describe, reading from bus.
-func (f *collectorFlags) collector(bus collector.Bus, c common, jobKey []byte, log *slog.Logger) (*collector.Collector, error) {
+// config returns the collector's config the flags describe, checked.
+func (f *collectorFlags) config(c common, jobKey []byte, log *slog.Logger) (collector.Config, error) {
 	se, err := f.target()
 	if err != nil {
-		return nil, err
+		return collector.Config{}, err
 	}
 	if f.interval <= 0 {
-		return nil, badFlag("--interval %v: want a duration > 0, like 1s", f.interval)
+		return collector.Config{}, badFlag("--interval %v: want a duration > 0, like 1s", f.interval)
 	}
 	cfg := collector.Config{Channel: c.channel, TargetSE: se, Reset: f.reset, Key: jobKey,
 		VerifyFraction: f.verify, MaxN: f.maxN, Logger: log}
@@ -112,14 +112,11 @@ func (f *collectorFlags) collector(bus collector.Bus, c common, jobKey []byte, l
 	if f.seed != "" {
 		s, err := strconv.ParseUint(f.seed, 0, 64)
 		if err != nil {
-			return nil, badFlag("--seed %s: want a 64-bit unsigned integer, decimal or 0x-hex", f.seed)
+			return cfg, badFlag("--seed %s: want a 64-bit unsigned integer, decimal or 0x-hex", f.seed)
 		}
 		cfg.Seed = &s
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, asUsage(err) // every field comes from a flag
-	}
-	return collector.New(bus, cfg)
+	return cfg, asUsage(cfg.Validate()) // every field comes from a flag
 }
 
 func (e *env) workerCmd(ctx context.Context, args []string) error {
@@ -194,12 +191,16 @@ func (e *env) collectorCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	colCfg, err := cf.config(c, jobKey, log)
+	if err != nil {
+		return err
+	}
 	bus, err := e.openRedis(c, log)
 	if err != nil {
 		return err
 	}
 	defer bus.Close()
-	col, err := cf.collector(bus, c, jobKey, log)
+	col, err := collector.New(bus, colCfg)
 	if err != nil {
 		return err
 	}
@@ -232,6 +233,10 @@ func (e *env) runCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	colCfg, err := cf.config(c, jobKey, log)
+	if err != nil {
+		return err
+	}
 	var bus interface {
 		worker.Bus
 		collector.Bus
@@ -246,7 +251,7 @@ func (e *env) runCmd(ctx context.Context, args []string) error {
 	} else {
 		bus = membus.New()
 	}
-	col, err := cf.collector(bus, c, jobKey, log)
+	col, err := collector.New(bus, colCfg)
 	if err != nil {
 		return err
 	}

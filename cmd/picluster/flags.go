@@ -95,9 +95,9 @@ func (e *env) parse(fs *flag.FlagSet, summary string, args []string) error {
 	return nil
 }
 
-// token is one flag on the command line as typed: the flag, and its value
+// flagToken is one flag on the command line as typed: the flag, and its value
 // when that is the next argument.
-type token struct {
+type flagToken struct {
 	typed []string // "--duration", "5"; or "--duration=5"
 	name  string
 	value string
@@ -107,10 +107,10 @@ type token struct {
 // tokens splits the arguments the flag parser consumed into flags, by the
 // flag package's rules: -name or --name, then =value, or the next argument
 // unless the flag is a boolean.
-func tokens(fs *flag.FlagSet, consumed []string) []token {
-	var out []token
+func tokens(fs *flag.FlagSet, consumed []string) []flagToken {
+	var out []flagToken
 	for i := 0; i < len(consumed); {
-		t := token{typed: consumed[i : i+1]}
+		t := flagToken{typed: consumed[i : i+1]}
 		t.name, t.value, t.has = strings.Cut(strings.TrimPrefix(strings.TrimPrefix(consumed[i], "-"), "-"), "=")
 		i++
 		if f := fs.Lookup(t.name); f != nil && !t.has && !isBool(f) && i < len(consumed) {
