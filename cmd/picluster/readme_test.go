@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/picluster/picluster/collector"
 )
@@ -109,17 +111,28 @@ func TestReadmeFlags(t *testing.T) {
 	if len(blocks) == 0 {
 		t.Fatal(`README: no synopsis block under "## Commands"`)
 	}
+	// "common flags:" lists the flags that "[common flags]" stands for.
 	synopsis := make(map[string][]string)
+	withCommon := make(map[string]bool)
 	cur := ""
 	for _, line := range strings.Split(blocks[0], "\n") {
 		if f := strings.Fields(line); len(f) > 1 && f[0] == "picluster" {
 			cur = f[1]
 			synopsis[cur] = nil
+		} else if strings.HasPrefix(line, "common flags:") {
+			cur = "common flags"
 		}
+		withCommon[cur] = withCommon[cur] || strings.Contains(line, "[common flags]")
 		for _, m := range regexp.MustCompile(`--([a-z0-9-]+)`).FindAllStringSubmatch(line, -1) {
 			synopsis[cur] = append(synopsis[cur], m[1])
 		}
 	}
+	for cmd := range withCommon {
+		if withCommon[cmd] {
+			synopsis[cmd] = append(synopsis[cmd], synopsis["common flags"]...)
+		}
+	}
+	delete(synopsis, "common flags")
 	for _, cmd := range commands {
 		got, ok := synopsis[cmd]
 		if !ok {
@@ -237,8 +250,7 @@ func schemaTable(t testing.TB) string {
 				continue
 			}
 			kind, inner, elem := jsonType(f.Type, types)
-			meaning, _ := strings.CutPrefix(doc, goName+" ")
-			meaning = strings.ReplaceAll(meaning, "|", `\|`)
+			meaning := strings.ReplaceAll(docMeaning(doc, goName), "|", `\|`)
 			fmt.Fprintf(&b, "| `%s%s` | %s | %s |\n", prefix, name, kind, meaning)
 			if inner != nil {
 				walk(prefix+name+elem+".", inner)
@@ -247,6 +259,18 @@ func schemaTable(t testing.TB) string {
 	}
 	walk("", types["Summary"])
 	return b.String()
+}
+
+// docMeaning turns "Gaps is the seqs missing…" into "The seqs missing…".
+func docMeaning(doc, goName string) string {
+	for _, verb := range []string{" is ", " are ", " "} {
+		if m, ok := strings.CutPrefix(doc, goName+verb); ok {
+			doc = m
+			break
+		}
+	}
+	r, size := utf8.DecodeRuneInString(doc)
+	return string(unicode.ToUpper(r)) + doc[size:]
 }
 
 func typeName(e ast.Expr) string {
