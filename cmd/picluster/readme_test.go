@@ -91,7 +91,12 @@ func TestReadmeFlags(t *testing.T) {
 	md := readme(t)
 	// Every command line in a shell block, and every inline `picluster …`.
 	used := invocations(strings.Join(codeBlocks(md, "sh"), "\n"))
-	for cmd, fs := range invocations(strings.Join(regexp.MustCompile("`[^`\n]*picluster[^`\n]*`").FindAllString(md, -1), "\n")) {
+	prose := regexp.MustCompile("(?ms)^```.*?^```").ReplaceAllString(md, "")
+	var inline []string
+	for _, span := range regexp.MustCompile("`[^`]*picluster[^`]*`").FindAllString(prose, -1) {
+		inline = append(inline, strings.Join(strings.Fields(span), " ")) // a span may break across lines
+	}
+	for cmd, fs := range invocations(strings.Join(inline, "\n")) {
 		used[cmd] = append(used[cmd], fs...)
 	}
 	for _, cmd := range commands {
