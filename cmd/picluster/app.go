@@ -83,7 +83,7 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		switch {
 		case len(rest) > 1:
 			return &usageError{err: fmt.Errorf("help %s: one command at most", strings.Join(rest, " "))}
-		case len(rest) == 1 && rest[0] != "help":
+		case len(rest) == 1 && !slices.Contains([]string{"help", "-h", "-help", "--help"}, rest[0]):
 			return dispatch(ctx, []string{rest[0], "-h"}, getenv, stdout, stderr)
 		}
 		fmt.Fprint(stdout, usage)

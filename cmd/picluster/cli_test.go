@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +51,16 @@ func TestGoldenHelp(t *testing.T) {
 			}
 			golden(t, "help-"+cmd, helpOf(t, cmd))
 		})
+	}
+}
+
+// Every way of asking for help prints it on stdout and succeeds.
+func TestHelpForms(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"help", "-h"}, {"-h", "--help"}, {"help", "help"}, {"help", "worker"}, {"worker", "--help"}, {"version", "-h"}} {
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), args, func(string) string { return "" }, &out, &errb); err != nil || out.Len() == 0 || errb.Len() > 0 {
+			t.Errorf("%q: err %v, %d bytes on stdout, stderr %q; want the help on stdout", args, err, out.Len(), errb.String())
+		}
 	}
 }
 
@@ -134,4 +146,73 @@ func TestGoldenBench(t *testing.T) {
 		out.WriteString("\n")
 	}
 	golden(t, "bench", out.String())
+}
+
+// Off a terminal, bench's progress is plain lines: no carriage return, no
+// escape sequence, and the count words agree.
+func TestBenchProgressPlain(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"bench", "--threads", "1", "--duration", "1ms"}, func(string) string { return "" }, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if got := errb.String(); strings.ContainsAny(got, "\r\x1b") || !strings.Contains(got, ", 1 thread, 1ms…\n") {
+		t.Errorf("progress %q: want plain lines", got)
+	}
+	if !strings.Contains(out.String(), "speed-up") {
+		t.Errorf("no table:\n%s", out.String())
+	}
+}
+
+// Help is what the flag parser finds where a flag may stand, never the
+// value of another flag.
+func TestParse(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string // "help", "" for success, or the start of the error
+	}{
+		{[]string{"-h"}, "help"},
+		{[]string{"--help"}, "help"},
+		{[]string{"--json", "-h"}, "help"},
+		{[]string{"--id", "x", "-help"}, "help"},
+		{[]string{"--id", "-h"}, "--id -h: missing value (-h is a flag)"},
+		{[]string{"--id", "--json"}, "--id --json: missing value (--json is a flag)"},
+		{[]string{"--id=-h"}, ""},
+		{[]string{"--n", "-h"}, "--n -h: want an integer"},
+		{[]string{"-n=x"}, "-n=x: want an integer"},
+		{[]string{"--id", "x", "--", "-h"}, `unexpected argument "-h"`},
+		{[]string{"--id", "a", "--ib", "b"}, "unknown flag --ib; did you mean --id?"},
+		{[]string{"--id"}, "--id: missing value (name)"},
+		{[]string{"---id"}, "---id: bad flag syntax"},
+		{[]string{"--n", "5", "-=x"}, "-=x: bad flag syntax"},
+		{[]string{"--n", "x", "---y"}, "--n x: want an integer"},
+		{[]string{"--wait", "-1s"}, "--wait -1s: want a duration ≥ 0"},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out bytes.Buffer
+			e := &env{stdout: &out, stderr: &out}
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			fs.String("id", "", "the `name`")
+			fs.Int("n", 0, "a number")
+			fs.Bool("json", false, "JSON")
+			fs.Duration("wait", 0, "a wait")
+			err := e.parse(fs, "Tests.", tt.args)
+			var got string
+			switch {
+			case errors.Is(err, errHelp):
+				got = "help"
+				if !strings.Contains(out.String(), "  --id name\n") {
+					t.Errorf("help %q lacks --id name", out.String())
+				}
+			case err != nil:
+				got = err.Error()
+				var u *usageError
+				if !errors.As(err, &u) || u.cmd != "test" {
+					t.Errorf("%v: not a usage error of test", err)
+				}
+			}
+			if !strings.HasPrefix(got, tt.want) || tt.want == "" && got != "" {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
 }

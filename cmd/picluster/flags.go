@@ -75,6 +75,9 @@ func (e *env) parse(fs *flag.FlagSet, summary string, args []string) error {
 	case errors.Is(err, flag.ErrHelp):
 		printHelp(e.stdout, fs, summary)
 		return errHelp
+	case err != nil && len(fs.Args()) > 0 && strings.HasPrefix(err.Error(), "bad flag syntax"):
+		// The one mistake the parser refuses before consuming it: ---x, -=x.
+		return &usageError{cmd: fs.Name(), err: fmt.Errorf("%s: bad flag syntax; write --name value or --name=value", fs.Arg(0))}
 	case err != nil:
 		return &usageError{cmd: fs.Name(), err: flagMistake(fs, consumed, err)}
 	case fs.NArg() > 0:
@@ -138,8 +141,6 @@ func flagMistake(fs *flag.FlagSet, consumed []string, err error) error {
 	typed := strings.Join(t.typed, " ")
 	f := fs.Lookup(t.name)
 	switch {
-	case t.name == "" || strings.HasPrefix(t.name, "-"):
-		return fmt.Errorf("%s: bad flag syntax; write --name value or --name=value", typed)
 	case f == nil:
 		if near := nearest(fs, t.name); near != "" {
 			return fmt.Errorf("unknown flag %s; did you mean --%s?", typed, near)
