@@ -138,6 +138,7 @@ type common struct {
 	keyFile string
 	tls     redisbus.TLSFiles
 	verbose bool
+	envURL  bool // whether redis came from $REDIS_URL, not --redis
 }
 
 // commonFlags registers the common flags. Defaults that come from the
@@ -155,6 +156,7 @@ func (e *env) commonFlags(fs *flag.FlagSet, c *common, redisHelp string) {
 
 // fill takes what the flags left empty from the environment.
 func (e *env) fill(c *common) {
+	c.envURL = c.redis == "" && e.getenv("REDIS_URL") != ""
 	for _, f := range []struct {
 		v   *string
 		env string

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -82,13 +83,19 @@ func TestGoldenErrors(t *testing.T) {
 		{"worker", "--id", "-h"},
 		{"worker", "--redis", "localhost:6379"},
 		{"worker"},
+		{"collector"}, // with REDIS_URL
 		{"collector", "--redis", "redis://h:1", "--interval", "0s"},
 		{"bench", "--threads", "2,x"},
 		{"key"},
 		{"version", "now"},
 	} {
 		var out, errb bytes.Buffer
-		err := run(context.Background(), args, func(string) string { return "" }, &out, &errb)
+		getenv, prompt := func(string) string { return "" }, "$ "
+		if slices.Equal(args, []string{"collector"}) {
+			prompt = "$ REDIS_URL=redis:/h:6379 "
+			getenv = func(k string) string { return map[string]string{"REDIS_URL": "redis:/h:6379"}[k] }
+		}
+		err := run(context.Background(), args, getenv, &out, &errb)
 		code := 0
 		if err != nil {
 			code = explain(&errb, err)
@@ -103,7 +110,7 @@ func TestGoldenErrors(t *testing.T) {
 		if len(args) > 0 && strings.Count(stderr, "\n") != 2 {
 			t.Errorf("%q: %d lines on stderr, want the error and where to look", args, strings.Count(stderr, "\n"))
 		}
-		all.WriteString("$ picluster " + strings.Join(args, " ") + "\n" + stderr + "\n")
+		all.WriteString(prompt + "picluster " + strings.Join(args, " ") + "\n" + stderr + "\n")
 	}
 	golden(t, "errors", all.String())
 }

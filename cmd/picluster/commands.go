@@ -6,6 +6,7 @@ import (
 	"flag"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -164,6 +165,9 @@ func (e *env) openRedis(c common, log *slog.Logger) (*redisbus.Bus, error) {
 		return nil, badFlag("no Redis: give --redis redis://host:6379 or set REDIS_URL (picluster run needs none)")
 	}
 	if err := redisbus.CheckURL(c.redis); err != nil {
+		if c.envURL { // the error names --redis
+			return nil, badFlag("%s", strings.Replace(err.Error(), "--redis ", "REDIS_URL=", 1))
+		}
 		return nil, asUsage(err)
 	}
 	bus, err := redisbus.Open(c.redis, c.channel, redisbus.Options{TLS: &c.tls, Log: log})
