@@ -293,6 +293,9 @@ func (c *Collector) prepare(ctx context.Context) error {
 			c.mu.Unlock()
 			return nil
 		}
+		if s.Secure && c.cfg.Key == nil {
+			c.log.Warn("the job was in secure mode and this collector has no job key: it credits unsigned entries (open mode); give --key-file", "job", s.Job)
+		}
 		s.Status, s.Secure, s.At = wire.Running, c.cfg.Key != nil, c.cfg.Now()
 		if err := c.bus.SetState(ctx, wire.EncodeState(s)); err != nil {
 			return err

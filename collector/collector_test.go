@@ -348,6 +348,11 @@ func TestQuarantine(t *testing.T) {
 	if s.N != mcpi.CountOf(1000) || s.Quarantined[0].Worker != "cheat" || s.Quarantined[0].Seq != 2 {
 		t.Errorf("N %v quarantined %+v; want N 1000 and cheat at seq 2", s.N, s.Quarantined)
 	}
+	for _, w := range s.WorkerTable {
+		if (w.ID == "cheat") != (w.Status == "quarantined") || s.Workers != 1 {
+			t.Errorf("worker table %+v, workers %d: want cheat quarantined, one worker counted", s.WorkerTable, s.Workers)
+		}
+	}
 	var q map[string][]byte
 	waitFor(t, func() bool { q, _ = bus.Quarantined(context.Background()); return q["cheat"] != nil }) // written after the pool changed
 	var rec wire.QuarantineRecord
@@ -378,5 +383,18 @@ func TestBatchesSaturate(t *testing.T) {
 	waitFor(t, func() bool { return c.Summary().Workers == 2 })
 	if s := c.Summary(); s.Batches != math.MaxUint64 {
 		t.Errorf("batches %d; want %d", s.Batches, uint64(math.MaxUint64))
+	}
+}
+
+// The workers a job tracks are capped: entries of a new id past the cap are
+// refused by name, tracked workers keep working.
+func TestMaxWorkers(t *testing.T) {
+	bus := membus.New()
+	c := newCollector(t, bus, collector.Config{MaxWorkers: 2, VerifyFraction: 1e-9})
+	st, _ := started(t, c, bus)
+	appendEntries(t, bus, nil, entry(st, "a", 1, 100, 0), entry(st, "b", 1, 100, 0), entry(st, "c", 1, 100, 0), entry(st, "a", 2, 100, 0))
+	waitFor(t, func() bool { return c.Summary().Batches == 3 && c.Summary().Rejected == 1 })
+	if s := c.Summary(); s.Workers != 2 || s.RejectedBy["too_many_workers"] != 1 || s.N != mcpi.CountOf(300) {
+		t.Errorf("workers %d rejected %v N %v; want 2, one too_many_workers, 300", s.Workers, s.RejectedBy, s.N)
 	}
 }

@@ -1,18 +1,29 @@
-// Package collector pools the reports of a picluster job into one estimate
-// of π and decides when the job is done.
+// Package collector pools a picluster job's ledger into one estimate of π,
+// checks it by replay, and decides when the job is done.
 //
-// A Collector subscribes to the job's report channel, then rebuilds the job
-// from the latest report of every worker recorded on the bus (and again after
-// every reconnect, since pub/sub drops what is sent while a subscriber is
-// away). Per worker it keeps the report with the highest seq; the pooled
-// tally is the exact sum of the workers' cumulative totals plus every
-// anonymous (seed-style) batch received while it listened. Counts are 128-bit
-// (mcpi.Count), so the pool never overflows.
+// Run creates the job (or adopts the one in the job state), loads the
+// quarantine and the checkpoint, then credits the ledger from the
+// checkpoint's position on, as it grows (Bus.ReadLedger). An entry is
+// credited when it fits the job (job id, seed, cap, signature in secure
+// mode, a seq above the worker's last, the worker's entry size) and
+// rejected otherwise, counted by reason and logged once per sender and
+// reason. The pooled tally is the exact sum of the credits of the workers
+// not quarantined plus the anonymous (seed-style) batches heard live on the
+// channel in open mode. Counts are 128-bit (mcpi.Count), so the pool never
+// overflows. Nothing is credited from what workers say about themselves but
+// their entries, and every entry can be replayed.
 //
-// Every report is validated (wire.Decode, then against the worker's previous
-// report); a rejected one is counted by reason, logged once per sender and
-// reason, and changes nothing. A duplicate or older report is not an error
-// and changes nothing either.
+// Every CheckpointEvery, Run saves the credits that changed with their
+// ledger position (the checkpoint only moves forward), records its position
+// among the ledger's readers, and trims the ledger to what every live reader
+// has checkpointed, less LedgerWindow. Crediting is deterministic, so any
+// collector's checkpoint is valid for every other, and two collectors
+// reading one ledger agree exactly. verify.go describes the replay check and
+// the quarantine.
+//
+// Concurrency: Run owns four goroutines (the ledger reader, the channel
+// listener, the checkpointer and the verifier), all ended when it returns.
+// Summary and History may be called from any goroutine at any time.
 //
 // Summary also carries the cross-checks of the error bar (the SE implied by
 // the scatter of the accepted chunks of samples, a χ² homogeneity test across
@@ -109,8 +120,9 @@
 // floor under the error, as large as the SE of a job of 3·10¹⁸ samples.
 // Anonymous batches from other samplers have biases of their own.
 //
-// When Config.TargetSE is set and the pooled standard error reaches it, Run
-// writes the job state "done", publishes a stop on the control channel and
+// When Config.TargetSE is set and the pooled standard error reaches it (with
+// at least MinSamples, and at most MaxUnverified of N waiting for replay),
+// Run writes the job state "done", publishes it on the control channel and
 // returns nil. Run returns ctx's error when cancelled. Summary may be called
 // from any goroutine at any time; it is how views read the collector, which
 // has no presentation code of its own.

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -137,7 +138,7 @@ func (c *Collector) Summary() Summary {
 			w.SamplesPerS = Float(float64(cr.N) / cr.Seconds)
 		}
 		if rec, q := c.pool.quarantined[id]; q {
-			w.Status = "quarantined"
+			w.Status, w.Why = "quarantined", fmt.Sprintf("quarantined: %s at seq %d", rec.Reason, rec.Seq)
 			s.Quarantined = append(s.Quarantined, QuarantineInfo{Worker: id, QuarantineRecord: rec, N: cr.TotalN})
 			quarantined = append(quarantined, w)
 			continue

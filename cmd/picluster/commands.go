@@ -57,6 +57,7 @@ type collectorFlags struct {
 	seed         string
 	verify       float64
 	maxN         uint64
+	maxWorkers   int
 	targetSE     float64
 	targetDigits int
 	json         bool
@@ -78,6 +79,7 @@ func (f *collectorFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.seed, "seed", "", "64-bit `seed` of a new job, decimal or 0x-hex (default: random); with a worker's id and batch number it makes every batch replayable")
 	fs.Float64Var(&f.verify, "verify-fraction", 0.01, "share of the samples replayed to check them (`fraction`, 0 … 1); improbable entries are always replayed")
 	fs.Uint64Var(&f.maxN, "max-n", 0, "most `samples` one ledger entry of a new job may carry (default 2³²)")
+	fs.IntVar(&f.maxWorkers, "max-workers", 1_000_000, "most `workers` a job tracks; entries of further ids are refused (too_many_workers)")
 	fs.StringVar(&f.http, "http", "", "serve the dashboard, /api/state, /api/events, /metrics and /healthz on `addr` ([host]:port; no host means 127.0.0.1)")
 }
 
@@ -106,7 +108,7 @@ func (f *collectorFlags) config(c common, jobKey []byte, log *slog.Logger) (coll
 		return collector.Config{}, badFlag("--interval %v: want a duration > 0, like 1s", f.interval)
 	}
 	cfg := collector.Config{Channel: c.channel, TargetSE: se, Reset: f.reset, Key: jobKey,
-		VerifyFraction: f.verify, MaxN: f.maxN, Logger: log}
+		VerifyFraction: f.verify, MaxN: f.maxN, MaxWorkers: f.maxWorkers, Logger: log}
 	if f.verify == 0 {
 		cfg.VerifyFraction = 1e-300 // 0 means the default to Config; the flag means none by lot
 	}

@@ -216,6 +216,7 @@ func TestClusterOverRedis(t *testing.T) {
 		t.Fatalf("PUBLISH reached %s subscribers, want the collector", got)
 	}
 	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n": -5, "pi_approx": 3.1}`)
+	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n":18446744073709551615,"pi_approx":3.2}`) // one report to swamp the job: capped
 	redisCLI(t, srv, "PUBLISH", "pi_collector", `{"n": 1000000, "pi_approx": 3.141592}`)
 	// An infinite rate, keys in another case, a key twice: rejected by name,
 	// and --json still prints the summary.
@@ -229,14 +230,14 @@ func TestClusterOverRedis(t *testing.T) {
 	}
 	wantN := n.Add(mcpi.CountOf(1_000_000))
 	col.waitOutput(t, fmt.Sprintf("N=%s ", wantN), 20*time.Second)
-	col.waitOutput(t, "5 rejected", 20*time.Second)
+	col.waitOutput(t, "6 rejected", 20*time.Second)
 	_ = col.cmd.Process.Signal(syscall.SIGINT)
 	col.wait(t, 20*time.Second)
 	s := col.summary(t)
-	if s.N != wantN || s.Hits != hits.Add(mcpi.CountOf(785398)) || s.Rejected != 5 || s.StoppedBy != "signal" || s.Workers != 2 || s.Batches != 9 {
-		t.Errorf("summary %+v; want n %v, hits %v, 5 rejected, 2 workers, 9 batches, stopped by signal", s, wantN, hits.Add(mcpi.CountOf(785398)))
+	if s.N != wantN || s.Hits != hits.Add(mcpi.CountOf(785398)) || s.Rejected != 6 || s.AnonymousN != mcpi.CountOf(1_000_000) || s.StoppedBy != "signal" || s.Workers != 2 || s.Batches != 9 {
+		t.Errorf("summary %+v; want n %v, hits %v, 6 rejected, 10⁶ anonymous, 2 workers, 9 batches, stopped by signal", s, wantN, hits.Add(mcpi.CountOf(785398)))
 	}
-	for _, reason := range []string{"not_json", "bad_n", "bad_seconds", "folded_key", "duplicate_key"} {
+	for _, reason := range []string{"not_json", "bad_n", "too_large", "bad_seconds", "folded_key", "duplicate_key"} {
 		if s.RejectedBy[reason] != 1 {
 			t.Errorf("rejected_by %v, want one %s", s.RejectedBy, reason)
 		}
@@ -355,7 +356,7 @@ func TestRunServesHTTP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	p := start(t, "run", "--http", "127.0.0.1:0", "--duration", "4s", "--json")
+	p := start(t, "run", "--http", "127.0.0.1:0", "--duration", "6s", "--json", "--batch-time", "100ms")
 	p.waitOutput(t, "dashboard on http://", 20*time.Second)
 	out := p.stderr.String()
 	addr := strings.Fields(out[strings.Index(out, "dashboard on http://")+len("dashboard on http://"):])[0]
@@ -364,7 +365,22 @@ func TestRunServesHTTP(t *testing.T) {
 		t.Fatalf("bound %s, want loopback", addr)
 	}
 	base := "http://" + addr
-	time.Sleep(1500 * time.Millisecond) // a few reports in
+	deadline := time.Now().Add(30 * time.Second)
+	for { // the first entries in: polling another process
+		resp, err := http.Get(base + "/api/state")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(b), `"pi":3.1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no estimate within 30s: %.300s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	for _, tt := range []struct{ path, want string }{
 		{"/healthz", "ok"},
 		{"/api/state", `"pi":3.14`},

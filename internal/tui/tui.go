@@ -62,8 +62,10 @@ func Render(s collector.Summary, hist []collector.Point, width, height int) []st
 	if r := float64(s.Checks.DispersionRatio); !math.IsNaN(r) {
 		add("  checks: dispersion/binomial SE %.2f   χ² across workers p = %s", r, pval(float64(s.Checks.Chi2P)))
 	}
+	v := s.Verification
+	add("  verified %d of %d entries chosen (%.2g of the samples)   quarantined %d", v.Verified, v.Selected, float64(v.Cost), len(s.Quarantined))
 	add("")
-	flagged := len(s.Flagged)
+	flagged := len(s.Flagged) + len(s.Quarantined)
 	graphRows := min(8, height-len(lines)-2-min(flagged, 3))
 	if graphRows >= 3 {
 		lines = append(lines, graph(hist, width-2, graphRows)...)
@@ -74,6 +76,9 @@ func Render(s collector.Summary, hist []collector.Point, width, height int) []st
 			if w.Flagged {
 				add("  %s  π̂ %.8f  z %+.1f  %s", w.ID, float64(w.Pi), float64(w.Z), w.Why)
 			}
+		}
+		for _, q := range s.Quarantined {
+			add("  %s  %s at seq %d: claimed %d hits, replay %d; %d samples out", q.Worker, q.Reason, q.Seq, q.Got, q.Want, q.N)
 		}
 	}
 	add("%sCtrl-C stops and prints the summary%s", dim, reset)

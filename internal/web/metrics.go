@@ -17,11 +17,14 @@ var (
 	workersDesc = prometheus.NewDesc("picluster_workers", "Workers by presence status.", []string{"status"}, nil)
 	flaggedDesc = prometheus.NewDesc("picluster_workers_flagged", "Workers whose tally is implausible.", nil, nil)
 	wRateDesc   = prometheus.NewDesc("picluster_worker_samples_per_second", "Each worker's sampling rate in its last batch.", []string{"worker"}, nil)
+	verDesc     = prometheus.NewDesc("picluster_verified_entries_total", "Ledger entries replayed, by result.", []string{"result"}, nil)
+	pendDesc    = prometheus.NewDesc("picluster_verification_pending_samples", "Samples in entries waiting for replay.", nil, nil)
+	quarDesc    = prometheus.NewDesc("picluster_workers_quarantined", "Workers proven wrong by replay, out of the estimate.", nil, nil)
 	wZDesc      = prometheus.NewDesc("picluster_worker_z", "Each worker's z-score against the pooled estimate of the others.", []string{"worker"}, nil)
 )
 
 func (metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{samplesDesc, hitsDesc, reportsDesc, piDesc, seDesc, rateDesc, workersDesc, flaggedDesc, wRateDesc, wZDesc} {
+	for _, d := range []*prometheus.Desc{samplesDesc, hitsDesc, reportsDesc, piDesc, seDesc, rateDesc, workersDesc, flaggedDesc, verDesc, pendDesc, quarDesc, wRateDesc, wZDesc} {
 		ch <- d
 	}
 }
@@ -43,7 +46,11 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge(piDesc, float64(s.Pi))
 	gauge(seDesc, float64(s.StdErr))
 	gauge(rateDesc, float64(s.SamplesPerS))
-	status := map[string]float64{"alive": 0, "left": 0, "vanished": 0}
+	counter(verDesc, float64(s.Verification.Verified), "exact")
+	counter(verDesc, float64(s.Verification.Failed), "mismatch")
+	gauge(pendDesc, float64(s.Verification.PendingN))
+	gauge(quarDesc, float64(len(s.Quarantined)))
+	status := map[string]float64{"alive": 0, "left": 0, "vanished": 0, "quarantined": 0}
 	for _, w := range s.WorkerTable {
 		status[w.Status]++
 		gauge(wRateDesc, float64(w.SamplesPerS), w.ID)

@@ -7,7 +7,11 @@
 //
 // Each event stream reads the collector on its own ticker and writes with a
 // deadline, so a slow or stalled client costs only its own connection and
-// never slows the collector. Serve binds loopback unless the address names
+// never slows the collector; at most MaxStreams are open at once. Every
+// response carries the OWASP security headers (a Content-Security-Policy
+// that allows only the page's own assets, frame-ancestors 'none', nosniff,
+// no referrer); directories are not listed; on loopback, requests for other
+// Host names are refused (DNS rebinding). Serve binds loopback unless the address names
 // another host, sets read, write and idle timeouts (the event stream extends
 // its write deadline per event), and shuts down when its context ends.
 package web
@@ -22,6 +26,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -50,16 +57,74 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 	reg.MustRegister(metrics{src: src})
 	files, _ := fs.Sub(static, "static") // the embedded tree always has it
 	mux := http.NewServeMux()
-	mux.Handle("GET /", http.FileServerFS(files))
+	mux.Handle("GET /", noListing(http.FileServerFS(files)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /api/state", func(w http.ResponseWriter, r *http.Request) { enc.write(w, r, src.Summary()) })
 	mux.HandleFunc("GET /api/history", func(w http.ResponseWriter, r *http.Request) { enc.write(w, r, src.History()) })
-	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) { events(w, r, src, enc) })
+	var streams atomic.Int64
+	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) {
+		if streams.Add(1) > MaxStreams {
+			streams.Add(-1)
+			http.Error(w, "too many event streams; try again later", http.StatusServiceUnavailable)
+			return
+		}
+		defer streams.Add(-1)
+		events(w, r, src, enc)
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	return mux
+	return secure(mux)
+}
+
+// MaxStreams bounds the open /api/events streams; past it a new one gets a
+// 503. A client that does not read is dropped when an event cannot be
+// written within 5 s.
+const MaxStreams = 64
+
+// secure sets the OWASP set of response headers: the page may load only its
+// own assets, be framed by nobody, and send no referrer; no response is
+// sniffed into another type.
+func secure(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// noListing serves files but no directory listings: a path that ends in a
+// slash, but for the page itself, is not found.
+func noListing(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p != "/" && strings.HasSuffix(p, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// allowHosts refuses (421) a request whose Host header names none of hosts:
+// a server bound to loopback answers only to the names of loopback, so a
+// web page elsewhere cannot reach it by DNS rebinding.
+func allowHosts(h http.Handler, hosts ...string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.Host)
+		if err != nil {
+			host = r.Host
+		}
+		host = strings.Trim(host, "[]")
+		if !slices.Contains(hosts, strings.ToLower(host)) {
+			http.Error(w, "unknown host "+strconv.Quote(r.Host)+": this server answers to "+strings.Join(hosts, ", "), http.StatusMisdirectedRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // encoder writes JSON responses. A value that cannot be encoded (which a
@@ -161,8 +226,12 @@ func Listen(addr string) (net.Listener, error) {
 }
 
 // Serve serves h on l until ctx is done, then shuts down, giving open
-// requests a second.
+// requests a second. On a loopback address it answers only requests whose
+// Host is localhost, 127.0.0.1, ::1 or the address itself.
 func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
+	if a, ok := l.Addr().(*net.TCPAddr); ok && a.IP.IsLoopback() {
+		h = allowHosts(h, "localhost", "127.0.0.1", "::1", a.IP.String())
+	}
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,

@@ -94,7 +94,7 @@ func TestEndpoints(t *testing.T) {
 	if code != 200 {
 		t.Errorf("/metrics: %d", code)
 	}
-	for _, want := range []string{"picluster_pi_estimate 3.1", "picluster_pi_stderr", "picluster_samples_total 4e+07",
+	for _, want := range []string{"picluster_pi_estimate 3.1", "picluster_workers_quarantined 0", `picluster_verified_entries_total{result="mismatch"} 0`, "picluster_pi_stderr", "picluster_samples_total 4e+07",
 		`picluster_reports_total{reason="not_json",result="rejected"} 1`, `picluster_reports_total{reason="",result="accepted"} 40`,
 		`picluster_workers{status="alive"} 2`, `picluster_worker_samples_per_second{worker="a"} 2e+06`} {
 		if !strings.Contains(body, want) {
@@ -197,5 +197,48 @@ func TestServeShutsDownWithItsContext(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("server did not shut down")
+	}
+}
+
+// The OWASP headers on every response, no directory listing, and on
+// loopback no answer to a foreign Host (DNS rebinding).
+func TestHardening(t *testing.T) {
+	l, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, l, Handler(job(t), quiet)) }()
+	defer func() { cancel(); <-done }()
+	base := "http://" + l.Addr().String()
+	for _, path := range []string{"/", "/api/state", "/metrics", "/app.js"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		h := resp.Header
+		if resp.StatusCode != 200 || h.Get("X-Content-Type-Options") != "nosniff" || !strings.Contains(h.Get("Content-Security-Policy"), "frame-ancestors 'none'") ||
+			!strings.Contains(h.Get("Content-Security-Policy"), "default-src 'self'") || h.Get("Referrer-Policy") != "no-referrer" {
+			t.Errorf("%s: %d, headers %v", path, resp.StatusCode, h)
+		}
+	}
+	for _, path := range []string{"/vendor/", "/vendor/uplot/"} {
+		if code, body := get(t, base+path); code != 404 || strings.Contains(body, "uPlot") {
+			t.Errorf("%s: %d %.100q, want 404 and no listing", path, code, body)
+		}
+	}
+	for host, want := range map[string]int{"evil.example:80": 421, "localhost:1234": 200, "127.0.0.1": 200, "[::1]:8080": 200} {
+		req, _ := http.NewRequest("GET", base+"/healthz", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: %d, want %d", host, resp.StatusCode, want)
+		}
 	}
 }

@@ -1,6 +1,18 @@
-// Package wire is picluster's wire protocol v1: the JSON report a worker
-// publishes, the job state the collector writes, and their validation. It is
-// the only place that encodes or decodes them.
+// Package wire is picluster's wire protocol: the ledger entry a worker
+// appends for each batch (v2, Entry), the seed-style and v1 reports that may
+// still arrive on the channel (Report), the job state the collector writes,
+// the checkpoint's per-worker Credit, presence messages, the signing keys,
+// and their validation. It is the only place that encodes or decodes them,
+// and it is the contract for peers in other languages: README.md's protocol
+// section says the same in prose.
+//
+// An Entry is one JSON object with ten required members (v, job, worker,
+// seq, n, hits, pi_approx, seed, kernel, seconds), appended to the stream
+// {channel}:ledger with its signature and published on the channel.
+// DecodeEntry checks it on its own (shape and ranges); whether it belongs to
+// the job is the collector's judgement. In secure mode an entry is signed
+// with HMAC-SHA256 under WorkerKey(jobKey, worker), so a machine given its
+// own worker key signs only as itself.
 //
 // A report is one JSON object of at most MaxSize bytes. "n" (samples, an
 // integer > 0) and "pi_approx" (4·hits/n, in [0, 4]) are required; a report

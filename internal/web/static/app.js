@@ -90,9 +90,9 @@
     const body = $("workers-table").tBodies[0];
     body.replaceChildren(...rows.map((w) => {
       const tr = document.createElement("tr");
-      if (w.flagged) tr.className = "flagged";
+      if (w.flagged || w.status === "quarantined") tr.className = "flagged";
       for (const v of [w.id, w.status, fmt(Number(w.n), 4), w.pi === null ? "—" : w.pi.toFixed(8),
-        w.z === null ? "—" : w.z.toFixed(2), fmt(w.samples_per_s, 3), w.kernel || "", w.flagged ? w.why : ""]) {
+        w.z === null ? "—" : w.z.toFixed(2), fmt(w.samples_per_s, 3), w.kernel || "", w.why || ""]) {
         const td = document.createElement("td");
         td.textContent = v;
         tr.appendChild(td);
