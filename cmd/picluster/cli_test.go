@@ -87,6 +87,7 @@ func TestGoldenErrors(t *testing.T) {
 		{"collector", "--redis", "redis://h:1", "--interval", "0s"},
 		{"bench", "--threads", "2,x"},
 		{"key"},
+		{"key", "--id", "node7"},
 		{"version", "now"},
 	} {
 		var out, errb bytes.Buffer

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -46,7 +45,7 @@ func (e *env) keyCmd(_ context.Context, args []string) error {
 		return err
 	}
 	if jobKey == nil {
-		return errors.New("no job key: give --key-file or set PICLUSTER_KEY")
+		return badFlag("no job key: give --key-file or set PICLUSTER_KEY")
 	}
 	if len(id) > wire.MaxWorkerLen {
 		return badFlag("--id: %d bytes, at most %d", len(id), wire.MaxWorkerLen)
