@@ -9,8 +9,10 @@ import (
 // Digits is π̂ as the views show it: Certain, the digits that the 95 %
 // interval fixes, and More, the three decimals of π̂ after them.
 type Digits struct {
+	// Certain is the digits of π̂ that every number in the interval shares.
 	Certain string `json:"certain"`
-	More    string `json:"more"`
+	// More is the next three decimals of π̂, truncated.
+	More string `json:"more"`
 }
 
 // CertainDigits splits pi for display against its interval [lo, hi]. A digit

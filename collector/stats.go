@@ -99,24 +99,43 @@ func (d *dispersion) stdErr() (disp, binom float64) {
 	return d.raw()
 }
 
-// WorkerStats is one worker as the collector sees it.
+// WorkerStats is one worker as the collector sees it: a row of the
+// Summary's worker_table.
 type WorkerStats struct {
-	ID          string     `json:"id"`
-	N           uint64     `json:"n"`
-	Hits        uint64     `json:"hits"`
-	Pi          Float      `json:"pi"`
-	Z           Float      `json:"z"` // against the pooled estimate of all the others
-	SamplesPerS Float      `json:"samples_per_s"`
-	Seq         uint64     `json:"seq"`
-	Entries     uint64     `json:"entries"`  // ledger entries credited
-	Gaps        uint64     `json:"gaps"`     // seqs missing between them
-	Verified    uint64     `json:"verified"` // entries replayed and exact
-	Kernel      string     `json:"kernel,omitempty"`
-	LastSeen    time.Time  `json:"last_seen"`
-	Status      string     `json:"status"` // "alive", "left", "vanished" or "quarantined"
-	Flagged     bool       `json:"flagged"`
-	Why         string     `json:"why,omitempty"`
-	tally       mcpi.Tally // the same N and Hits, for the math
+	// ID is the worker's id (--id), as its ledger entries name it.
+	ID string `json:"id"`
+	// N is the samples credited to the worker over the whole job.
+	N uint64 `json:"n"`
+	// Hits is the hits of those samples.
+	Hits uint64 `json:"hits"`
+	// Pi is the worker's own estimate, 4·Hits/N.
+	Pi Float `json:"pi"`
+	// Z is the worker's z-score against the pooled estimate of all the
+	// others; null when it cannot be computed.
+	Z Float `json:"z"`
+	// SamplesPerS is the rate of the worker's last entry; null before one.
+	SamplesPerS Float `json:"samples_per_s"`
+	// Seq is the number of the last entry credited.
+	Seq uint64 `json:"seq"`
+	// Entries is the ledger entries credited.
+	Entries uint64 `json:"entries"`
+	// Gaps is the seqs missing between them.
+	Gaps uint64 `json:"gaps"`
+	// Verified is the entries replayed and found exact.
+	Verified uint64 `json:"verified"`
+	// Kernel is the sampling kernel of the last entry (avx512, avx2 or go).
+	Kernel string `json:"kernel,omitempty"`
+	// LastSeen is when the worker last reported or sent a heartbeat;
+	// absent when this collector has not heard from it (rebuilt from a checkpoint).
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	// Status is "alive", "left" (said goodbye), "vanished" (silent for
+	// three heartbeats, or three batches if longer) or "quarantined".
+	Status string `json:"status"`
+	// Flagged is whether |Z| crossed the flag boundary.
+	Flagged bool `json:"flagged"`
+	// Why says why the worker is flagged; absent when it is not.
+	Why   string     `json:"why,omitempty"`
+	tally mcpi.Tally // the same N and Hits, for the math
 }
 
 // Checks are the cross-checks of the error bar.
@@ -126,17 +145,21 @@ type Checks struct {
 	// binomial SE of the same chunks: about 1 when the error bar is right.
 	// Both are null until the chunks are worth MinEffectiveChunks equal ones.
 	StdErrDispersion Float `json:"stderr_dispersion"`
-	DispersionRatio  Float `json:"dispersion_ratio"`
-	Chunks           int   `json:"chunks"`
+	// DispersionRatio is StdErrDispersion over the binomial SE.
+	DispersionRatio Float `json:"dispersion_ratio"`
+	// Chunks is how many chunks of samples the dispersion is computed over.
+	Chunks int `json:"chunks"`
 	// EffectiveChunks is (Σnⱼ)²/Σnⱼ² over the chunks.
 	EffectiveChunks Float `json:"effective_chunks"`
 	// Chi2 is the homogeneity statistic across workers (those with at least
 	// 1000 samples), against their own pooled hit fraction, on Chi2DF
 	// degrees of freedom, and Chi2P its p-value at this evaluation. It is a
 	// check, not a flag: see FlagAlpha for what flags a worker.
-	Chi2   Float `json:"chi2"`
-	Chi2DF int   `json:"chi2_df"`
-	Chi2P  Float `json:"chi2_p"`
+	Chi2 Float `json:"chi2"`
+	// Chi2DF is the degrees of freedom of Chi2.
+	Chi2DF int `json:"chi2_df"`
+	// Chi2P is the p-value of Chi2.
+	Chi2P Float `json:"chi2_p"`
 	// FlagAlpha is the family-wise false-alarm rate of the flags.
 	FlagAlpha Float `json:"flag_alpha"`
 }

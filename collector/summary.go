@@ -11,53 +11,81 @@ import (
 )
 
 // Summary is the state of a job as the collector sees it: the object that
-// --json prints and /api/state serves.
+// --json prints and /api/state serves. Every field is documented here, and
+// README.md's schema is generated from these comments (go test
+// ./cmd/picluster -run ReadmeSchema). Counts of samples are mcpi.Count,
+// exact JSON integers of any size; every other number is a Float, null
+// when unknown.
 type Summary struct {
+	// Channel is the job's name (--channel), the prefix of its Redis keys.
 	Channel string `json:"channel"`
-	// Job is the job's id; Mode is "secure" (signed entries only) or "open".
-	Job  string `json:"job"`
+	// Job is the job's id, new at every --reset.
+	Job string `json:"job"`
+	// Mode is "secure" (only entries signed with the job key count) or "open".
 	Mode string `json:"mode"`
-	// N and Hits are the pooled samples and hits: the ledger's entries
-	// credited to workers not quarantined, plus the anonymous batches.
-	N      mcpi.Count `json:"n"`
-	Hits   mcpi.Count `json:"hits"`
-	Pi     Float      `json:"pi"`
-	StdErr Float      `json:"stderr"`
-	CI95   [2]Float   `json:"ci95"`
-	// Bias is the sampler's discretisation bias in π̂ (mcpi.PiBias):
+	// N is the pooled samples: the ledger entries credited to workers not
+	// quarantined, plus the anonymous batches.
+	N mcpi.Count `json:"n"`
+	// Hits is the pooled hits (points inside the quarter circle), of the same entries.
+	Hits mcpi.Count `json:"hits"`
+	// Pi is the estimate π̂ = 4·Hits/N; null before the first sample.
+	Pi Float `json:"pi"`
+	// StdErr is π̂'s binomial standard error, 4·√(p̂(1−p̂)/N).
+	StdErr Float `json:"stderr"`
+	// CI95 is the 95 % confidence interval of π, [low, high].
+	CI95 [2]Float `json:"ci95"`
+	// Bias is the sampler's discretisation bias in π̂ (mcpi.PiBias, +4/2³²):
 	// reported next to the SE, not subtracted.
 	Bias Float `json:"bias"`
 	// PiDigits are π̂'s digits that the 95 % interval fixes, and three more.
 	PiDigits Digits `json:"pi_digits"`
-	// AnonymousN is the part of N from anonymous (seed-style) reports.
+	// AnonymousN is the part of N from anonymous (seed-style) batches.
 	AnonymousN mcpi.Count `json:"anonymous_n"`
-	Workers    int        `json:"workers"`
-	// Batches counts the entries credited and the anonymous batches.
-	Batches   uint64 `json:"batches"`
+	// Workers is how many workers have entries credited, quarantined ones not counted.
+	Workers int `json:"workers"`
+	// Batches is the ledger entries credited over the whole job (from the
+	// checkpoint and since) plus the anonymous batches.
+	Batches uint64 `json:"batches"`
+	// Anonymous is the anonymous batches counted by this collector: reports
+	// with only n and pi_approx, which name no worker.
 	Anonymous uint64 `json:"anonymous_batches"`
-	Accepted  uint64 `json:"accepted"`
-	// Rejected counts what was refused, by reason in RejectedBy.
-	Rejected   uint64            `json:"rejected"`
+	// Accepted is the entries and anonymous batches this collector credited
+	// since it started.
+	Accepted uint64 `json:"accepted"`
+	// Rejected is the reports and entries refused, by reason in RejectedBy.
+	Rejected uint64 `json:"rejected"`
+	// RejectedBy is Rejected by reason ("bad_json", "duplicate", "bad_signature", …).
 	RejectedBy map[string]uint64 `json:"rejected_by"`
-	Duplicates uint64            `json:"duplicates"`
-	// Gaps counts the seqs missing between the entries credited to a worker.
+	// Duplicates is the entries refused because their worker's seq was credited already.
+	Duplicates uint64 `json:"duplicates"`
+	// Gaps is the seqs missing between the entries credited to a worker, over all workers.
 	Gaps uint64 `json:"gaps"`
-	// LedgerPos is the ledger position credited up to.
+	// LedgerPos is the ledger (Redis stream) position credited up to.
 	LedgerPos string `json:"ledger_pos"`
-	// Seconds since the collector started; SamplesPerS the rate of the
-	// samples credited since.
-	Seconds     Float  `json:"seconds"`
-	SamplesPerS Float  `json:"samples_per_s"`
-	StoppedBy   string `json:"stopped_by,omitempty"` // "target", "duration" or "signal"
-	TargetSE    Float  `json:"target_se,omitempty"`
-	ETASeconds  Float  `json:"eta_seconds"` // to the target at the current rate; null without one
-	Checks      Checks `json:"checks"`
-	// Verification is the replay check; Quarantined the workers it proved
-	// wrong, whose samples are out of N.
-	Verification Verification     `json:"verification"`
-	Quarantined  []QuarantineInfo `json:"quarantined"`
-	Flagged      []string         `json:"flagged"` // ids of the workers whose tally is implausible
-	WorkerTable  []WorkerStats    `json:"worker_table"`
+	// Seconds is the time since the collector started.
+	Seconds Float `json:"seconds"`
+	// SamplesPerS is the rate of the samples credited since the collector
+	// started (those it found in Redis at start not counted); null before any.
+	SamplesPerS Float `json:"samples_per_s"`
+	// StoppedBy is why the collector stopped: "target", "duration" or
+	// "signal"; absent while it runs.
+	StoppedBy string `json:"stopped_by,omitempty"`
+	// TargetSE is the standard error at which the job stops (--target-se,
+	// --target-digits); absent without a target.
+	TargetSE Float `json:"target_se,omitempty"`
+	// ETASeconds is the time to the target at the current rate; null
+	// without a target or a rate.
+	ETASeconds Float `json:"eta_seconds"`
+	// Checks are the cross-checks of the error bar.
+	Checks Checks `json:"checks"`
+	// Verification is the replay check of the ledger's entries.
+	Verification Verification `json:"verification"`
+	// Quarantined are the workers a replay proved wrong; their samples are out of N.
+	Quarantined []QuarantineInfo `json:"quarantined"`
+	// Flagged are the ids of the workers whose tally is implausible (see FlagAlpha).
+	Flagged []string `json:"flagged"`
+	// WorkerTable is every worker credited, the quarantined last.
+	WorkerTable []WorkerStats `json:"worker_table"`
 }
 
 // Float is a float64 that encodes NaN and ±Inf as JSON null: an estimate of

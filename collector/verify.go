@@ -214,22 +214,34 @@ func (v *verifier) replay(ctx context.Context, e wire.Entry) {
 
 // Verification is the replay check in the Summary.
 type Verification struct {
-	Fraction  float64 `json:"fraction"`   // the share of samples chosen by lot (Config.VerifyFraction)
-	Selected  uint64  `json:"selected"`   // entries chosen for replay
-	Forced    uint64  `json:"forced"`     // of which for an improbable z
-	Verified  uint64  `json:"verified"`   // entries replayed and exact
-	VerifiedN float64 `json:"verified_n"` // their samples
-	Failed    uint64  `json:"failed"`     // entries that did not replay
-	PendingN  uint64  `json:"pending_n"`  // samples waiting for replay
-	Skipped   uint64  `json:"skipped"`    // chosen but dropped: the queue was full
-	Cost      Float   `json:"cost"`       // verified_n over the samples credited
+	// Fraction is the share of samples chosen by lot for replay (--verify-fraction).
+	Fraction float64 `json:"fraction"`
+	// Selected is the entries chosen for replay.
+	Selected uint64 `json:"selected"`
+	// Forced is the selected entries chosen for an improbable z, not by lot.
+	Forced uint64 `json:"forced"`
+	// Verified is the entries replayed and found exact.
+	Verified uint64 `json:"verified"`
+	// VerifiedN is their samples.
+	VerifiedN float64 `json:"verified_n"`
+	// Failed is the entries that did not replay: their workers are quarantined.
+	Failed uint64 `json:"failed"`
+	// PendingN is the samples waiting for replay.
+	PendingN uint64 `json:"pending_n"`
+	// Skipped is the entries chosen but dropped because the queue was full.
+	Skipped uint64 `json:"skipped"`
+	// Cost is VerifiedN over the samples credited: the share of the job replayed.
+	Cost Float `json:"cost"`
 }
 
 // QuarantineInfo is one quarantined worker.
 type QuarantineInfo struct {
+	// Worker is the quarantined worker's id.
 	Worker string `json:"worker"`
+	// QuarantineRecord is why: its fields are inline.
 	wire.QuarantineRecord
-	N uint64 `json:"n"` // the samples it had been credited, now out of the estimate
+	// N is the samples it had been credited, now out of the estimate.
+	N uint64 `json:"n"`
 }
 
 func (v *verifier) summary() Verification {

@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/picluster/picluster/internal/redisbus"
@@ -35,22 +37,29 @@ Run "picluster COMMAND -h" for a command's flags. Every command that talks to
 Redis reads REDIS_URL when --redis is not given.
 `
 
-// errUsage is a command-line mistake; the message has been printed.
-var errUsage = errors.New("usage")
+// commands are the commands with flags of their own.
+var commands = []string{"run", "worker", "collector", "bench", "verify", "key", "acl", "version"}
 
-func exitCode(err error) int {
-	if errors.Is(err, errUsage) {
-		return 2
-	}
-	return 1
-}
-
-// run is the whole program: main only adds signals and the exit code.
+// run is the whole program: main only adds signals, prints the error
+// (explain) and exits with its code. Help, asked for, is no error.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return errUsage
+		return &usageError{}
 	}
+	err := dispatch(ctx, args, getenv, stdout, stderr)
+	var u *usageError
+	switch {
+	case errors.Is(err, errHelp):
+		return nil
+	case errors.As(err, &u) && u.cmd == "" && u.err != nil && slices.Contains(commands, args[0]):
+		u.cmd = args[0]
+	}
+	return err
+}
+
+// dispatch runs the command args[0].
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	env := &env{getenv: getenv, stdout: stdout, stderr: stderr, logs: &heldWriter{w: stderr}}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -71,14 +80,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "version", "-version", "--version":
 		return env.versionCmd(rest)
 	case "help", "-h", "-help", "--help":
-		if len(rest) > 0 && rest[0] != "help" {
-			return run(ctx, []string{rest[0], "-h"}, getenv, stdout, stderr)
+		switch {
+		case len(rest) > 1:
+			return &usageError{err: fmt.Errorf("help %s: one command at most", strings.Join(rest, " "))}
+		case len(rest) == 1 && !slices.Contains([]string{"help", "-h", "-help", "--help"}, rest[0]):
+			return dispatch(ctx, []string{rest[0], "-h"}, getenv, stdout, stderr)
 		}
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprintf(stderr, "picluster: unknown command %q\n\n%s", cmd, usage)
-	return errUsage
+	return &usageError{err: fmt.Errorf("unknown command %q", cmd)}
 }
 
 // env is what every command reads and writes besides its flags.
@@ -120,40 +131,6 @@ func (h *heldWriter) release() {
 	}
 }
 
-// parse parses args into fs, printing the help and errors itself.
-func (e *env) parse(fs *flag.FlagSet, summary string, args []string) error {
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: picluster %s [flags]\n\n%s\n\nFlags:\n", fs.Name(), summary)
-		fs.PrintDefaults()
-	}
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	if err != nil {
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(e.stderr, "picluster %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
-		return errUsage
-	}
-	return nil
-}
-
-// helped reports whether args asked for help (parse has printed it).
-func helped(args []string) bool {
-	for _, a := range args {
-		if a == "--" {
-			return false
-		}
-		if a == "-h" || a == "-help" || a == "--help" {
-			return true
-		}
-	}
-	return false
-}
-
 // common are the flags of every command that talks to Redis.
 type common struct {
 	redis   string
@@ -161,6 +138,7 @@ type common struct {
 	keyFile string
 	tls     redisbus.TLSFiles
 	verbose bool
+	envURL  bool // whether redis came from $REDIS_URL, not --redis
 }
 
 // commonFlags registers the common flags. Defaults that come from the
@@ -178,6 +156,7 @@ func (e *env) commonFlags(fs *flag.FlagSet, c *common, redisHelp string) {
 
 // fill takes what the flags left empty from the environment.
 func (e *env) fill(c *common) {
+	c.envURL = c.redis == "" && e.getenv("REDIS_URL") != ""
 	for _, f := range []struct {
 		v   *string
 		env string

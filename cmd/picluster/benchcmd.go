@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -17,56 +19,90 @@ import (
 
 func (e *env) benchCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	threads := fs.String("threads", fmt.Sprintf("1,%d", runtime.GOMAXPROCS(0)), "comma-separated thread `counts` to measure")
+	threads := fs.String("threads", "", "comma-separated thread `counts` to measure, like 1,2,4 (default: 1 and every core)")
 	duration := fs.Duration("duration", 3*time.Second, "how long to measure each kernel and thread count")
 	kernel := fs.String("kernel", "", "measure only this `kernel`: auto, avx512, avx2 or go (default: every kernel this CPU runs)")
 	asJSON := fs.Bool("json", false, `print a JSON array of {"kernel","threads","samples_per_s","ns_per_sample",…}`)
-	if err := e.parse(fs, "Measures the sampler's throughput on this machine, per kernel and thread count,\nwith whole batches as a worker draws them.", args); err != nil || helped(args) {
+	if err := e.parse(fs, "Measures the sampler's throughput on this machine, per kernel and thread count,\nwith whole batches as a worker draws them. The speed-up is each kernel's\nsamples/s over its own on the fewest threads measured.", args); err != nil {
 		return err
+	}
+	if *threads == "" {
+		*threads = fmt.Sprintf("1,%d", runtime.GOMAXPROCS(0))
 	}
 	var counts []int
 	for f := range strings.SplitSeq(*threads, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
-			return fmt.Errorf("--threads %q: want positive integers separated by commas", *threads)
+			return badFlag("--threads %s: want counts ≥ 1 separated by commas, like 1,2,4", *threads)
 		}
-		counts = append(counts, n)
+		if !slices.Contains(counts, n) {
+			counts = append(counts, n)
+		}
+	}
+	if *duration <= 0 {
+		return badFlag("--duration %v: want a duration > 0, like 3s", *duration)
 	}
 	kernels := mcpi.Kernels()
 	if *kernel != "" {
 		k, err := mcpi.ParseKernel(*kernel)
 		if err != nil {
-			return fmt.Errorf("--kernel: %w", err)
+			return badFlag("--kernel %s: %w", *kernel, err)
 		}
 		kernels = []mcpi.Kernel{k}
 	}
 	if !*asJSON {
-		fmt.Fprintf(e.stdout, "CPU: %s, %d logical CPUs; auto picks %s\n\n", bench.CPUModel(), runtime.NumCPU(), mcpi.Pick())
+		fmt.Fprintf(e.stdout, "CPU: %s, %s; auto picks %s\n\n", bench.CPUModel(), plural(runtime.NumCPU(), "logical CPU", "logical CPUs"), mcpi.Pick())
+	}
+	// The progress redraws one line on a terminal, and is a line per
+	// measurement in a log.
+	progress, eol := "\r\033[K", ""
+	if !isTerminal(e.stderr) {
+		progress, eol = "", "\n"
 	}
 	var results []bench.Result
 	total := len(kernels) * len(counts)
 	for _, k := range kernels {
 		for _, t := range counts {
-			fmt.Fprintf(e.stderr, "\rmeasuring %d/%d: kernel %s, %d threads, %v… ", len(results)+1, total, k, t, *duration)
+			fmt.Fprintf(e.stderr, "%smeasuring %d/%d: kernel %s, %s, %v…%s", progress, len(results)+1, total, k, plural(t, "thread", "threads"), *duration, eol)
 			results = append(results, bench.Measure(ctx, k, t, *duration))
 			if ctx.Err() != nil {
-				fmt.Fprintln(e.stderr)
+				fmt.Fprint(e.stderr, progress)
 				return ctx.Err()
 			}
 		}
 	}
-	fmt.Fprint(e.stderr, "\r\033[K")
+	fmt.Fprint(e.stderr, progress)
 	if *asJSON {
 		return json.NewEncoder(e.stdout).Encode(results)
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	return printBench(e.stdout, results)
+}
+
+// printBench prints the results as a table. A kernel's speed-up is its
+// samples/s over its own on the fewest threads measured, so each kernel is
+// compared with itself.
+func printBench(w io.Writer, results []bench.Result) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "kernel\tthreads\tsamples/s\tns/sample\tspeed-up\t")
-	var one float64
+	base := make(map[string]bench.Result)
+	fewest := 0
 	for _, r := range results {
-		if r.Threads == 1 || one == 0 {
-			one = r.SamplesPerS / float64(r.Threads)
+		if b, ok := base[r.Kernel]; !ok || r.Threads < b.Threads {
+			base[r.Kernel] = r
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.3g\t%.4f\t%.2f×\t\n", r.Kernel, r.Threads, r.SamplesPerS, r.NsPerSample, r.SamplesPerS/one)
+		if fewest == 0 || r.Threads < fewest {
+			fewest = r.Threads
+		}
 	}
-	return tw.Flush()
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%d\t%.3g\t%.4f\t%.2f×\t\n", r.Kernel, r.Threads, r.SamplesPerS, r.NsPerSample, r.SamplesPerS/base[r.Kernel].SamplesPerS)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if fewest > 1 {
+		_, err := fmt.Fprintf(w, "\nspeed-up: over the same kernel on %d threads\n", fewest)
+		return err
+	}
+	return nil
 }

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,10 +43,13 @@ func (f *workerFlags) config(log *slog.Logger) (worker.Config, error) {
 		MaxBatches: f.maxBatches, Logger: log}
 	k, err := mcpi.ParseKernel(f.kernel)
 	if err != nil {
-		return cfg, fmt.Errorf("--kernel: %w", err)
+		return cfg, badFlag("--kernel %s: %w", f.kernel, err)
+	}
+	if f.threads < 0 {
+		return cfg, badFlag("--threads %d: want 0 (every core) or more", f.threads)
 	}
 	cfg.Kernel = k
-	return cfg, cfg.Validate()
+	return cfg, asUsage(cfg.Validate())
 }
 
 // collectorFlags are the flags of a collector.
@@ -83,7 +86,7 @@ func (f *collectorFlags) register(fs *flag.FlagSet) {
 // target returns the target SE the flags ask for, 0 for none.
 func (f *collectorFlags) target() (float64, error) {
 	if f.targetDigits < 0 || f.targetDigits > 15 {
-		return 0, fmt.Errorf("--target-digits %d: want 1 to 15", f.targetDigits)
+		return 0, badFlag("--target-digits %d: want 1 to 15", f.targetDigits)
 	}
 	se := f.targetSE
 	if f.targetDigits > 0 {
@@ -95,11 +98,14 @@ func (f *collectorFlags) target() (float64, error) {
 	return se, nil
 }
 
-// collector returns the collector the flags describe, reading from bus.
-func (f *collectorFlags) collector(bus collector.Bus, c common, jobKey []byte, log *slog.Logger) (*collector.Collector, error) {
+// config returns the collector's config the flags describe, checked.
+func (f *collectorFlags) config(c common, jobKey []byte, log *slog.Logger) (collector.Config, error) {
 	se, err := f.target()
 	if err != nil {
-		return nil, err
+		return collector.Config{}, err
+	}
+	if f.interval <= 0 {
+		return collector.Config{}, badFlag("--interval %v: want a duration > 0, like 1s", f.interval)
 	}
 	cfg := collector.Config{Channel: c.channel, TargetSE: se, Reset: f.reset, Key: jobKey,
 		VerifyFraction: f.verify, MaxN: f.maxN, MaxWorkers: f.maxWorkers, Logger: log}
@@ -109,11 +115,11 @@ func (f *collectorFlags) collector(bus collector.Bus, c common, jobKey []byte, l
 	if f.seed != "" {
 		s, err := strconv.ParseUint(f.seed, 0, 64)
 		if err != nil {
-			return nil, fmt.Errorf("--seed %q: want a 64-bit unsigned integer", f.seed)
+			return cfg, badFlag("--seed %s: want a 64-bit unsigned integer, decimal or 0x-hex", f.seed)
 		}
 		cfg.Seed = &s
 	}
-	return collector.New(bus, cfg)
+	return cfg, asUsage(cfg.Validate()) // every field comes from a flag
 }
 
 func (e *env) workerCmd(ctx context.Context, args []string) error {
@@ -126,7 +132,7 @@ func (e *env) workerCmd(ctx context.Context, args []string) error {
 	wf.register(fs, true)
 	fs.DurationVar(&duration, "duration", 0, "stop after this long (default: until the job is done or Ctrl-C)")
 	fs.StringVar(&httpAddr, "http", "", "serve /healthz and /metrics (Prometheus) on `addr` ([host]:port; no host means 127.0.0.1)")
-	if err := e.parse(fs, "Samples on every core and reports to the job's channel until the job is done,\na limit is reached, or Ctrl-C (which still delivers the last report).", args); err != nil || helped(args) {
+	if err := e.parse(fs, "Samples on every core and reports to the job's channel until the job is done,\na limit is reached, or Ctrl-C (which still delivers the last report).", args); err != nil {
 		return err
 	}
 	e.fill(&c)
@@ -158,7 +164,13 @@ func (e *env) workerCmd(ctx context.Context, args []string) error {
 
 func (e *env) openRedis(c common, log *slog.Logger) (*redisbus.Bus, error) {
 	if c.redis == "" {
-		return nil, errors.New("no Redis: give --redis redis://host:6379 or set REDIS_URL (picluster run needs none)")
+		return nil, badFlag("no Redis: give --redis redis://host:6379 or set REDIS_URL (picluster run needs none)")
+	}
+	if err := redisbus.CheckURL(c.redis); err != nil {
+		if c.envURL { // the error names --redis
+			return nil, badFlag("%s", strings.Replace(err.Error(), "--redis ", "REDIS_URL=", 1))
+		}
+		return nil, asUsage(err)
 	}
 	bus, err := redisbus.Open(c.redis, c.channel, redisbus.Options{TLS: &c.tls, Log: log})
 	if err != nil {
@@ -176,7 +188,7 @@ func (e *env) collectorCmd(ctx context.Context, args []string) error {
 	e.commonFlags(fs, &c, "the Redis to collect from")
 	cf.register(fs)
 	fs.DurationVar(&duration, "duration", 0, "stop after this long (default: until the target or Ctrl-C)")
-	if err := e.parse(fs, "Pools every report of the job into one estimate of π with its standard error,\nand ends the job when --target-se is reached.", args); err != nil || helped(args) {
+	if err := e.parse(fs, "Pools every report of the job into one estimate of π with its standard error,\nand ends the job when --target-se is reached.", args); err != nil {
 		return err
 	}
 	e.fill(&c)
@@ -185,12 +197,16 @@ func (e *env) collectorCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	colCfg, err := cf.config(c, jobKey, log)
+	if err != nil {
+		return err
+	}
 	bus, err := e.openRedis(c, log)
 	if err != nil {
 		return err
 	}
 	defer bus.Close()
-	col, err := cf.collector(bus, c, jobKey, log)
+	col, err := collector.New(bus, colCfg)
 	if err != nil {
 		return err
 	}
@@ -211,15 +227,19 @@ func (e *env) runCmd(ctx context.Context, args []string) error {
 	wf.register(fs, false)
 	fs.DurationVar(&duration, "duration", 0, "stop after this long (default: until the target or Ctrl-C)")
 	fs.IntVar(&workers, "workers", 1, "`number` of workers, sharing --threads cores each")
-	if err := e.parse(fs, "Runs workers and a collector in one process, on an in-memory bus unless --redis\nis given, and shows the estimate converging.", args); err != nil || helped(args) {
+	if err := e.parse(fs, "Runs workers and a collector in one process, on an in-memory bus unless --redis\n(or REDIS_URL) is given, and shows the estimate converging.", args); err != nil {
 		return err
 	}
 	e.fill(&c)
 	if workers < 1 {
-		return errors.New("--workers: want at least 1")
+		return badFlag("--workers %d: want 1 or more", workers)
 	}
 	log := e.logger(c)
 	jobKey, err := e.jobKey(c)
+	if err != nil {
+		return err
+	}
+	colCfg, err := cf.config(c, jobKey, log)
 	if err != nil {
 		return err
 	}
@@ -237,7 +257,7 @@ func (e *env) runCmd(ctx context.Context, args []string) error {
 	} else {
 		bus = membus.New()
 	}
-	col, err := cf.collector(bus, c, jobKey, log)
+	col, err := collector.New(bus, colCfg)
 	if err != nil {
 		return err
 	}

@@ -299,7 +299,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"fly"}, "unknown command"},
 		{[]string{"run", "--kernel", "sse9"}, "unknown kernel"},
 		{[]string{"run", "--seed", "x"}, "--seed"},
-		{[]string{"run", "--bogus"}, "flag provided but not defined"},
+		{[]string{"run", "--bogus"}, "unknown flag --bogus"},
 	} {
 		var out, errb bytes.Buffer
 		err := run(context.Background(), tt.args, func(string) string { return "" }, &out, &errb)

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -28,7 +27,7 @@ func (e *env) keyCmd(_ context.Context, args []string) error {
 	fs.StringVar(&c.keyFile, "key-file", "", "the job key `file` (default $PICLUSTER_KEY_FILE, or the key itself in $PICLUSTER_KEY)")
 	fs.StringVar(&id, "id", "", "print the key of the worker with this `id`: it signs only as that worker")
 	fs.BoolVar(&newKey, "new", false, "print a new random job key")
-	if err := e.parse(fs, "Makes a job key (--new), or derives a worker's key from the job key (--id),\nso a machine can hold a key that signs only as itself:\n\n  picluster key --new > job.key\n  picluster key --key-file job.key --id node7 > node7.key   # then, on node7:\n  picluster worker --key-file node7.key", args); err != nil || helped(args) {
+	if err := e.parse(fs, "Makes a job key (--new), or derives a worker's key from the job key (--id),\nso a machine can hold a key that signs only as itself:\n\n  picluster key --new > job.key\n  picluster key --key-file job.key --id node7 > node7.key   # then, on node7:\n  picluster worker --key-file node7.key", args); err != nil {
 		return err
 	}
 	e.fill(&c)
@@ -39,18 +38,17 @@ func (e *env) keyCmd(_ context.Context, args []string) error {
 		fmt.Fprintln(e.stdout, base64.RawStdEncoding.EncodeToString(b[:]))
 		return nil
 	case id == "" || newKey:
-		fmt.Fprintln(e.stderr, "picluster key: give --new, or --id with the job key")
-		return errUsage
+		return badFlag("give --new, or --id with the job key")
 	}
 	jobKey, err := e.jobKey(c)
 	if err != nil {
 		return err
 	}
 	if jobKey == nil {
-		return errors.New("no job key: give --key-file or set PICLUSTER_KEY")
+		return badFlag("no job key: give --key-file or set PICLUSTER_KEY")
 	}
 	if len(id) > wire.MaxWorkerLen {
-		return fmt.Errorf("--id: %d bytes, at most %d", len(id), wire.MaxWorkerLen)
+		return badFlag("--id: %d bytes, at most %d", len(id), wire.MaxWorkerLen)
 	}
 	fmt.Fprint(e.stdout, wire.FormatWorkerKey(id, wire.WorkerKey(jobKey, id)))
 	return nil
@@ -74,7 +72,7 @@ user picluster-worker on >%s resetkeys resetchannels ~%s %%R~%s %%R~%s &%s &%s &
 func (e *env) aclCmd(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("acl", flag.ContinueOnError)
 	channel := fs.String("channel", "pi_collector", "the job's report `channel`")
-	if err := e.parse(fs, "Prints Redis ACL rules (aclfile format) for a collector user and a worker user of\none job, with fresh random passwords. Save them as the server's aclfile (redis.conf:\naclfile /etc/redis/users.acl) or load each line with ACL SETUSER. Workers can append\nto the ledger, publish and read the state; they cannot write the state, the\ncheckpoint or the quarantine, nor delete anything.", args); err != nil || helped(args) {
+	if err := e.parse(fs, "Prints Redis ACL rules (aclfile format) for a collector user and a worker user of\none job, with fresh random passwords. Save them as the server's aclfile (redis.conf:\naclfile /etc/redis/users.acl) or load each line with ACL SETUSER. Workers can append\nto the ledger, publish and read the state; they cannot write the state, the\ncheckpoint or the quarantine, nor delete anything.", args); err != nil {
 		return err
 	}
 	if err := redisbus.ValidChannel(*channel); err != nil {
@@ -107,16 +105,16 @@ func (e *env) verifyCmd(ctx context.Context, args []string) error {
 	fs.BoolVar(&quarantine, "quarantine", false, "record the workers found wrong in {channel}:quarantine (needs the collector's Redis user)")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as one JSON object")
 	fs.StringVar(&kernel, "kernel", "auto", "replay `kernel`: auto, avx512, avx2 or go")
-	if err := e.parse(fs, "Replays entries of the job's ledger (the window the collector keeps) bit for bit\nand checks their hits; with the job key, their signatures too. Exits 1 when an\nentry does not replay.", args); err != nil || helped(args) {
+	if err := e.parse(fs, "Replays entries of the job's ledger (the window the collector keeps) bit for bit\nand checks their hits; with the job key, their signatures too. Exits 1 when an\nentry does not replay.", args); err != nil {
 		return err
 	}
 	e.fill(&c)
 	if !(fraction > 0 && fraction <= 1) {
-		return fmt.Errorf("--fraction %v: want a number in (0, 1]", fraction)
+		return badFlag("--fraction %v: want a number in (0, 1]", fraction)
 	}
 	k, err := mcpi.ParseKernel(kernel)
 	if err != nil {
-		return fmt.Errorf("--kernel: %w", err)
+		return badFlag("--kernel %s: %w", kernel, err)
 	}
 	log := e.logger(c)
 	jobKey, err := e.jobKey(c)
@@ -144,14 +142,14 @@ func (e *env) verifyCmd(ctx context.Context, args []string) error {
 		b, _ := json.Marshal(res)
 		fmt.Fprintln(e.stdout, string(b))
 	} else {
-		fmt.Fprintf(e.stdout, "replayed %d of %d entries (%.3g of %.3g samples): %d exact, %d wrong, %d unsigned or mis-signed\n",
-			res.Replayed, res.Entries, res.ReplayedN, res.TotalN, res.Replayed-len(res.Mismatches), len(res.Mismatches), res.BadSig)
+		fmt.Fprintf(e.stdout, "replayed %d of %s (%.3g of %.3g samples): %d exact, %d wrong, %d unsigned or mis-signed\n",
+			res.Replayed, plural(res.Entries, "entry", "entries"), res.ReplayedN, res.TotalN, res.Replayed-len(res.Mismatches), len(res.Mismatches), res.BadSig)
 		for _, m := range res.Mismatches {
 			fmt.Fprintf(e.stdout, "  worker %q seq %d: claimed %d hits, replay gives %d\n", m.Worker, m.Seq, m.Got, m.Want)
 		}
 	}
 	if len(res.Mismatches) > 0 {
-		return fmt.Errorf("%d entries did not replay", len(res.Mismatches))
+		return fmt.Errorf("%s did not replay", plural(len(res.Mismatches), "entry", "entries"))
 	}
 	return nil
 }
@@ -213,7 +211,9 @@ func verifyLedger(ctx context.Context, bus *redisbus.Bus, jobKey []byte, k mcpi.
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		fmt.Fprintf(progress, "\rreplaying %d/%d", i+1, len(chosen))
+		if isTerminal(progress) {
+			fmt.Fprintf(progress, "\rreplaying %d/%d", i+1, len(chosen))
+		}
 		want, ok := collector.Replay(e, k)
 		res.Replayed++
 		res.ReplayedN += float64(e.N)
@@ -221,7 +221,7 @@ func verifyLedger(ctx context.Context, bus *redisbus.Bus, jobKey []byte, k mcpi.
 			res.Mismatches = append(res.Mismatches, mismatch{Worker: e.Worker, Seq: e.Seq, Want: want, Got: e.Hits})
 		}
 	}
-	if len(chosen) > 0 {
+	if len(chosen) > 0 && isTerminal(progress) {
 		fmt.Fprintln(progress)
 	}
 	return res, nil

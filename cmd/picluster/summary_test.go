@@ -34,3 +34,22 @@ func TestWriteSummary(t *testing.T) {
 		t.Errorf("unencodable summary: printed %s (%v), returned %v; want an object with the error, and the error", &out, jerr, err)
 	}
 }
+
+// A worker never seen (rebuilt from a checkpoint) has no last_seen, rather
+// than year 1.
+func TestNeverSeenOmitted(t *testing.T) {
+	var out bytes.Buffer
+	s := collector.Summary{WorkerTable: []collector.WorkerStats{{ID: "old"}, {ID: "new", LastSeen: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}}
+	if err := writeSummary(&out, s); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		WorkerTable []map[string]any `json:"worker_table"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := got.WorkerTable[0]["last_seen"]; ok || got.WorkerTable[1]["last_seen"] != "2026-01-02T03:04:05Z" {
+		t.Errorf("worker_table %v: want no last_seen for the worker never seen, and the time of the other", got.WorkerTable)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -12,12 +13,9 @@ import (
 // versionCmd prints what "picluster version" and "picluster --version" print:
 // the build, and the kernels this CPU can run.
 func (e *env) versionCmd(args []string) error {
-	if len(args) > 0 {
-		fmt.Fprintf(e.stderr, "Usage: picluster version\n\nPrints the version, the Go version, the commit and the kernels this CPU can run.\n")
-		if helped(args) {
-			return nil
-		}
-		return errUsage
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	if err := e.parse(fs, "Prints the version, the Go version, the commit and the kernels this CPU can run.", args); err != nil {
+		return err
 	}
 	printVersion(e.stdout, buildinfo.Read(), mcpi.Kernels())
 	return nil

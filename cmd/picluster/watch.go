@@ -132,9 +132,15 @@ func (e *env) final(ctx context.Context, col *collector.Collector, f collectorFl
 		return writeSummary(e.stdout, s)
 	}
 	printLine(e.stdout, s)
-	fmt.Fprintf(e.stdout, "stopped by %s after %.1fs: %d workers, %d batches, %d rejected\n",
-		s.StoppedBy, float64(s.Seconds), s.Workers, s.Batches, s.Rejected)
+	printStopped(e.stdout, s)
 	return nil
+}
+
+// printStopped prints the final line: why and when the collector stopped,
+// and what it counted.
+func printStopped(w io.Writer, s collector.Summary) {
+	fmt.Fprintf(w, "stopped by %s after %.1fs: %s, %s, %d rejected\n",
+		s.StoppedBy, float64(s.Seconds), reporters(s), plural(s.Batches, "batch", "batches"), s.Rejected)
 }
 
 // writeSummary prints s on w as one JSON object and a newline. No Summary
@@ -157,11 +163,29 @@ func writeSummary(w io.Writer, s collector.Summary) error {
 // printLine prints the estimate on one line.
 func printLine(w io.Writer, s collector.Summary) {
 	if s.N.IsZero() {
-		fmt.Fprintf(w, "waiting for reports… (%d workers, %d rejected)\n", s.Workers, s.Rejected)
+		fmt.Fprintf(w, "waiting for reports… (%s, %d rejected)\n", reporters(s), s.Rejected)
 		return
 	}
-	fmt.Fprintf(w, "π ≈ %.10f ± %.2g  95%% [%.8f, %.8f]  N=%s  %.3g samples/s  %d workers  %d rejected\n",
-		float64(s.Pi), float64(s.StdErr), float64(s.CI95[0]), float64(s.CI95[1]), s.N, float64(s.SamplesPerS), s.Workers, s.Rejected)
+	fmt.Fprintf(w, "π ≈ %.10f ± %.2g  95%% [%.8f, %.8f]  N=%s  %.3g samples/s  %s  %d rejected\n",
+		float64(s.Pi), float64(s.StdErr), float64(s.CI95[0]), float64(s.CI95[1]), s.N, float64(s.SamplesPerS), reporters(s), s.Rejected)
+}
+
+// reporters counts who reported: the workers, and the anonymous batches
+// (seed-style reports, which name no worker) when there are any.
+func reporters(s collector.Summary) string {
+	out := plural(s.Workers, "worker", "workers")
+	if s.Anonymous > 0 {
+		out += " + " + plural(s.Anonymous, "anonymous batch", "anonymous batches")
+	}
+	return out
+}
+
+// plural writes n with the word that agrees with it: "1 worker", "2 workers".
+func plural[N int | uint64](n N, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // isTerminal reports whether w is a terminal.

@@ -53,6 +53,13 @@ func (f *TLSFiles) config(addr string) (*tls.Config, error) {
 	return cfg, nil
 }
 
+// CheckURL returns the error Open would give for the URL raw, without
+// connecting: nil for a URL it accepts.
+func CheckURL(raw string) error {
+	_, err := parseURL(raw)
+	return err
+}
+
 // parseURL reads a Redis URL with go-redis's rules, but refuses to turn off
 // certificate verification, and never repeats the URL (it may hold a
 // password) in an error.

@@ -46,7 +46,14 @@ func Render(s collector.Summary, hist []collector.Point, width, height int) []st
 			alive++
 		}
 	}
-	add("  N %s   %s samples/s   workers %d alive of %d", short(s.N.Float64()), short(float64(s.SamplesPerS)), alive, s.Workers)
+	anon := ""
+	if s.Anonymous > 0 { // seed-style reports name no worker: count their batches
+		anon = fmt.Sprintf(" + %d anonymous batch", s.Anonymous)
+		if s.Anonymous > 1 {
+			anon += "es"
+		}
+	}
+	add("  N %s   %s samples/s   workers %d alive of %d%s", short(s.N.Float64()), short(float64(s.SamplesPerS)), alive, s.Workers, anon)
 	target := "no target"
 	if s.TargetSE > 0 {
 		target = fmt.Sprintf("target SE %.2g, ETA %s", float64(s.TargetSE), eta(float64(s.ETASeconds)))
@@ -56,7 +63,11 @@ func Render(s collector.Summary, hist []collector.Point, width, height int) []st
 		add("  checks: dispersion/binomial SE %.2f   χ² across workers p = %s", r, pval(float64(s.Checks.Chi2P)))
 	}
 	v := s.Verification
-	add("  verified %d of %d entries chosen (%.2g of the samples)   quarantined %d", v.Verified, v.Selected, float64(v.Cost), len(s.Quarantined))
+	entries := "entries"
+	if v.Selected == 1 {
+		entries = "entry"
+	}
+	add("  verified %d of %d %s chosen (%.2g of the samples)   quarantined %d", v.Verified, v.Selected, entries, float64(v.Cost), len(s.Quarantined))
 	add("")
 	flagged := len(s.Flagged) + len(s.Quarantined)
 	graphRows := min(8, height-len(lines)-2-min(flagged, 3))

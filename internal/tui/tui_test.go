@@ -91,3 +91,20 @@ func TestDigits(t *testing.T) {
 		}
 	}
 }
+
+// Anonymous (seed-style) reporters name no worker; the view counts their
+// batches beside the workers.
+func TestRenderAnonymous(t *testing.T) {
+	s, hist := summary()
+	for _, tt := range []struct {
+		anon uint64
+		want string
+	}{{0, "workers 2 alive of 2\n"}, {1, "workers 2 alive of 2 + 1 anonymous batch\n"}, {7, "workers 2 alive of 2 + 7 anonymous batches\n"},
+		{1, "of 1 entry chosen"}, {7, "of 7 entries chosen"}} {
+		s.Anonymous = tt.anon
+		s.Verification.Selected = tt.anon // the count words agree here too
+		if view := strings.Join(Render(s, hist, 120, 24), "\n"); !strings.Contains(view, tt.want) {
+			t.Errorf("%d anonymous batches: the view lacks %q:\n%s", tt.anon, tt.want, view)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/mcpi"
 )
 
 // chromium returns the path of a Chromium, or skips the test (fails under CI).
@@ -47,6 +48,25 @@ func artifacts(t *testing.T) string {
 	return dir
 }
 
+// bigJob is a job whose N passes 2⁶⁴ and that has anonymous batches.
+type bigJob struct{ *collector.Collector }
+
+func (b bigJob) Summary() collector.Summary {
+	s := b.Collector.Summary()
+	var big mcpi.Count
+	_ = big.UnmarshalJSON([]byte("1180591620717411303424")) // 2⁷⁰
+	s.N, s.AnonymousN, s.Anonymous = s.N.Add(big), big, 3
+	return s
+}
+
+func (b bigJob) History() []collector.Point {
+	h := b.Collector.History()
+	for i := range h {
+		h[i].N += 1 << 70
+	}
+	return h
+}
+
 // TestDashboardInChromium loads the dashboard in a real headless Chromium:
 // no console error, the charts receive points, the numbers on the page are
 // those of /api/state, and a screenshot is saved as a test artifact.
@@ -55,7 +75,7 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Skip("browser test")
 	}
 	exe := chromium(t)
-	c := job(t)
+	c := bigJob{job(t)}
 	srv := httptest.NewServer(Handler(c, quiet))
 	defer srv.Close()
 
@@ -173,6 +193,33 @@ func TestDashboardInChromium(t *testing.T) {
 		if i >= len(got) || fmt.Sprint(got[i]) != fmt.Sprint(want) {
 			t.Errorf("%s: the page renders %q, want %q", row.Why, got[min(i, len(got)-1)], want)
 		}
+	}
+	// N past 2⁶⁴, exact on the page; the anonymous batches counted and listed.
+	if n.Value != "1180591620717451303424" { // 2⁷⁰ + the job's own 4·10⁷
+		t.Errorf("the page shows N %s, want 2⁷⁰ + 4·10⁷ exactly", n.Value)
+	}
+	workers, err := chromedp.Run(ctx, chromedp.Text("#workers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anonRow, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#workers-table tbody tr")].map((tr) => tr.textContent).filter((t) => t.startsWith("(anonymous)"))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(workers, "+ 3 anonymous batches") || len(anonRow) != 1 || !strings.Contains(anonRow[0], "3 batches") {
+		t.Errorf("the page shows workers %q and anonymous rows %q, want the 3 anonymous batches in both", workers, anonRow)
+	}
+	// The counts are read as strings, and only the counts: not a key's
+	// name inside a string.
+	parsed, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`(() => {
+		const s = window.picluster.parseState('{"id":"x\\"n\\":1","n":36893488147419103233,"w":[{"hits":9007199254740993}],"anonymous_n":0,"nn":12}');
+		return [s.id, s.n, s.w[0].hits, s.anonymous_n, typeof s.nn];
+	})()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{`x"n":1`, "36893488147419103233", "9007199254740993", "0", "number"}; fmt.Sprint(parsed) != fmt.Sprint(want) {
+		t.Errorf("parseState gives %q, want %q", parsed, want)
 	}
 	if points != len(c.History()) {
 		t.Errorf("the charts hold %d points, the history has %d", points, len(c.History()))

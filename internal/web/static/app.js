@@ -61,8 +61,8 @@
     $("conn").textContent = "live";
     document.title = "picluster " + (s.pi === null ? "" : s.pi.toFixed(8));
     $("channel").textContent = s.channel;
-    $("n").textContent = s.n;
-    $("n").dataset.value = String(s.n);
+    $("n").textContent = s.n; // a string: exact at any size
+    $("n").dataset.value = s.n;
     $("rate").textContent = fmt(s.samples_per_s, 3);
     if (s.pi !== null) {
       renderPi($("pi"), s.pi_digits);
@@ -75,17 +75,23 @@
       $("bias").textContent = "+" + s.bias.toPrecision(2);
     }
     const alive = s.worker_table.filter((w) => w.status === "alive").length;
-    $("workers").textContent = alive + " of " + s.workers;
+    $("workers").textContent = alive + " of " + s.workers + (s.anonymous_batches > 0 ?
+      " + " + s.anonymous_batches + " anonymous batch" + (s.anonymous_batches > 1 ? "es" : "") : "");
     $("eta").textContent = s.target_se ? duration(s.eta_seconds) : "no target";
     $("rejected").textContent = s.rejected;
     $("ratio").textContent = s.checks.dispersion_ratio === null ? "—" : s.checks.dispersion_ratio.toFixed(2);
     $("chi2p").textContent = s.checks.chi2_p === null ? "—" : s.checks.chi2_p.toPrecision(3);
     $("stopped").textContent = s.stopped_by || "running";
+    const rows = s.worker_table.slice();
+    if (s.anonymous_batches > 0) { // seed-style reports name no worker: one row for them all
+      rows.push({ id: "(anonymous)", status: s.anonymous_batches + " batch" + (s.anonymous_batches > 1 ? "es" : ""),
+        n: s.anonymous_n, pi: null, z: null, samples_per_s: null, kernel: "", flagged: false });
+    }
     const body = $("workers-table").tBodies[0];
-    body.replaceChildren(...s.worker_table.map((w) => {
+    body.replaceChildren(...rows.map((w) => {
       const tr = document.createElement("tr");
       if (w.flagged || w.status === "quarantined") tr.className = "flagged";
-      for (const v of [w.id, w.status, fmt(w.n, 4), w.pi === null ? "—" : w.pi.toFixed(8),
+      for (const v of [w.id, w.status, fmt(Number(w.n), 4), w.pi === null ? "—" : w.pi.toFixed(8),
         w.z === null ? "—" : w.z.toFixed(2), fmt(w.samples_per_s, 3), w.kernel || "", w.why || ""]) {
         const td = document.createElement("td");
         td.textContent = v;
@@ -95,19 +101,26 @@
     }));
     if (s.pi !== null && push({ n: Number(s.n), pi: s.pi, stderr: s.stderr })) redraw();
   }
+  // parseState reads the state's JSON with its sample and hit counts, which
+  // pass 2⁵³ (and 2⁶⁴), as decimal strings, so they are shown exactly: a
+  // JavaScript number would round them. In valid JSON a quote inside a
+  // string is escaped, so the pattern matches only these keys.
+  function parseState(text) {
+    return JSON.parse(text.replace(/"(n|hits|anonymous_n)":(\d+)/g, '"$1":"$2"'));
+  }
   async function start() {
     charts();
     const hist = await (await fetch("api/history")).json();
     for (const p of hist || []) push(p);
     redraw();
     const src = new EventSource("api/events");
-    src.addEventListener("state", (e) => show(JSON.parse(e.data)));
+    src.addEventListener("state", (e) => show(parseState(e.data)));
     src.addEventListener("fault", (e) => { $("conn").textContent = "server: " + JSON.parse(e.data); });
     src.onopen = () => { $("conn").textContent = "live"; };
     src.onerror = () => { $("conn").textContent = "reconnecting…"; };
     window.addEventListener("resize", () => { estChart.setSize(size()); errChart.setSize(size()); });
   }
   // For tests and the curious: how many points the charts hold.
-  window.picluster = { points: () => ns.length, renderPi: renderPi };
+  window.picluster = { points: () => ns.length, renderPi: renderPi, parseState: parseState };
   start().catch((err) => { $("conn").textContent = "error: " + err; console.error(err); });
 })();
