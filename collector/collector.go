@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -234,19 +235,22 @@ const ledgerPage = 1000
 // once more, for at most FinalSyncTimeout, so that the final Summary
 // includes every entry that reached the bus, and checkpoints.
 func (c *Collector) Run(ctx context.Context) error {
-	runCtx, cancel := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer cancel()
+	defer cancel(nil)
 	msgs := c.bus.Subscribe(runCtx) // before the job is announced, so no anonymous batch is missed
 	wg.Go(func() { c.listen(msgs) })
 	if err := c.prepare(ctx); err != nil {
 		return err
 	}
 	wg.Go(func() { c.ver.run(runCtx) })
-	wg.Go(func() { c.tend(runCtx) })
+	wg.Go(func() { c.tend(runCtx, cancel) })
 
 	err := c.read(runCtx)
+	if errors.Is(context.Cause(runCtx), ErrJobReset) {
+		return ErrJobReset
+	}
 	if ctx.Err() != nil {
 		syncCtx, cancelSync := context.WithTimeout(context.WithoutCancel(ctx), FinalSyncTimeout)
 		defer cancelSync()
@@ -362,6 +366,10 @@ func (c *Collector) load(ctx context.Context) error {
 	c.pool = newPool()
 	c.pool.anon, c.pool.total = old.anon, old.anon
 	c.pool.anonBatches, c.pool.quarantined, c.pool.seen, c.pool.left = old.anonBatches, old.quarantined, old.seen, old.left
+	if job := string(cp[checkpointJob]); job != "" && job != c.job.Job {
+		c.log.Warn("the checkpoint is of another job: reading the ledger from its start", "checkpoint_job", job, "job", c.job.Job)
+		clear(cp)
+	}
 	c.pool.pos = string(cp[wire.CheckpointPos])
 	for k, v := range cp {
 		id, ok := bytes.CutPrefix([]byte(k), []byte(wire.CheckpointWorker))
@@ -391,10 +399,14 @@ func (c *Collector) load(ctx context.Context) error {
 func (c *Collector) read(ctx context.Context) error {
 	var bo backoff.Backoff
 	for ctx.Err() == nil {
+		err := c.ensureAhead(ctx)
 		c.mu.Lock()
 		pos := c.pool.pos
 		c.mu.Unlock()
-		entries, err := c.bus.ReadLedger(ctx, pos, ledgerPage, time.Second)
+		var entries []wire.LedgerEntry
+		if err == nil {
+			entries, err = c.bus.ReadLedger(ctx, pos, ledgerPage, time.Second)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -423,6 +435,9 @@ func (c *Collector) read(ctx context.Context) error {
 func (c *Collector) catchUp(ctx context.Context) (int, error) {
 	total := 0
 	for {
+		if err := c.ensureAhead(ctx); err != nil {
+			return total, err
+		}
 		c.mu.Lock()
 		pos := c.pool.pos
 		c.mu.Unlock()
@@ -442,6 +457,41 @@ func (c *Collector) catchUp(ctx context.Context) (int, error) {
 	}
 }
 
+// ensureAhead records this collector's reading position among the ledger's
+// readers, so that no other collector trims what it has not read, and
+// reloads from the checkpoint when the ledger was trimmed past it already
+// (it was away, or had not registered yet).
+func (c *Collector) ensureAhead(ctx context.Context) error {
+	c.mu.Lock()
+	pos := c.pool.pos
+	c.mu.Unlock()
+	if err := c.bus.SetReader(ctx, c.cfg.Name, pos+" "+strconv.FormatInt(c.cfg.Now().UnixMilli(), 10)); err != nil {
+		return err
+	}
+	readers, err := c.bus.Readers(ctx)
+	if err != nil {
+		return err
+	}
+	trimmed := readers[trimmedField]
+	if trimmed == "" || !wire.Later(trimmed, pos) {
+		return nil
+	}
+	c.log.Warn("the ledger was trimmed past this collector's position; reloading from the checkpoint", "at", pos, "trimmed", trimmed)
+	if err := c.load(ctx); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	pos = c.pool.pos
+	c.mu.Unlock()
+	if wire.Later(trimmed, pos) {
+		c.log.Error("the checkpoint is behind the trimmed ledger too: entries between them are lost to this collector", "checkpoint", pos, "trimmed", trimmed)
+		c.mu.Lock()
+		c.pool.pos = trimmed // read on from what is left
+		c.mu.Unlock()
+	}
+	return nil
+}
+
 // creditAll credits entries in order and reports whether the pool changed.
 func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 	if len(entries) == 0 {
@@ -449,8 +499,8 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 	}
 	now := c.cfg.Now()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	changed := false
+	var gapped []string
 	for _, le := range entries {
 		c.pool.pos = le.ID
 		e, err := c.check(le)
@@ -465,6 +515,15 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 		c.pool.credit(e, now)
 		c.dirty[e.Worker] = true
 		changed = true
+		if w := c.pool.workers[e.Worker]; w.Gaps > MaxGaps {
+			rec := wire.QuarantineRecord{Reason: "gaps", Seq: e.Seq, Job: c.job.Job, By: c.cfg.Name, At: now.UTC().Format(time.RFC3339)}
+			if c.pool.quarantine(e.Worker, rec) {
+				gapped = append(gapped, e.Worker)
+				c.log.Error("worker quarantined: more seqs missing between its entries than a lossless ledger explains (selective reporting, or its entries destroyed in Redis)",
+					"worker", e.Worker, "gaps", w.Gaps, "max", MaxGaps)
+			}
+			continue
+		}
 		if p, ok := c.ver.choose(e, c.pool); ok {
 			c.ver.enqueue(p) // under c.mu: a Summary never shows an entry credited but not yet queued
 		}
@@ -472,8 +531,24 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 	if changed {
 		c.history.add(c.pool.total, now)
 	}
+	recs := make(map[string]wire.QuarantineRecord, len(gapped))
+	for _, id := range gapped {
+		recs[id] = c.pool.quarantined[id]
+	}
+	c.mu.Unlock()
+	for id, rec := range recs {
+		c.ver.persist(context.Background(), id, rec)
+	}
 	return changed
 }
+
+// MaxGaps is how many seqs may be missing between the entries credited to a
+// worker before it is quarantined. An honest worker appends every seq in
+// order, so its entries go missing only when Redis loses acknowledged
+// writes or someone trims the ledger; a worker that skips seqs to drop
+// unlucky batches would bias the estimate with entries that all replay
+// exactly.
+const MaxGaps = 64
 
 // check decides whether ledger entry le may be credited; c.mu is held.
 func (c *Collector) check(le wire.LedgerEntry) (wire.Entry, error) {

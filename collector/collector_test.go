@@ -3,6 +3,7 @@ package collector_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -396,5 +397,32 @@ func TestMaxWorkers(t *testing.T) {
 	waitFor(t, func() bool { return c.Summary().Batches == 3 && c.Summary().Rejected == 1 })
 	if s := c.Summary(); s.Workers != 2 || s.RejectedBy["too_many_workers"] != 1 || s.N != mcpi.CountOf(300) {
 		t.Errorf("workers %d rejected %v N %v; want 2, one too_many_workers, 300", s.Workers, s.RejectedBy, s.N)
+	}
+}
+
+// A collector still running when another resets the job stops with
+// ErrJobReset: it must not checkpoint or trim the new job with the old
+// job's credits.
+func TestStopsWhenAnotherCollectorResets(t *testing.T) {
+	bus := membus.New()
+	c := newCollector(t, bus, collector.Config{CheckpointEvery: 5 * time.Millisecond})
+	st, done := started(t, c, bus)
+	appendEntries(t, bus, nil, entry(st, "w", 1, 100, 0))
+	other := st
+	other.Job = "00000000000000ee"
+	if err := bus.SetState(context.Background(), wire.EncodeState(other)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, collector.ErrJobReset) {
+			t.Fatalf("Run = %v, want ErrJobReset", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the collector went on after the job was reset")
+	}
+	cp, _ := bus.Checkpoint(context.Background())
+	if string(cp["job"]) != "" && string(cp["job"]) != st.Job {
+		t.Errorf("checkpoint of job %s", cp["job"])
 	}
 }

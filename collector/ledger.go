@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -16,13 +17,23 @@ import (
 // longer has stopped, and reloads from the checkpoint when it comes back.
 const readerTTL = 5 * time.Minute
 
+// checkpointJob is the checkpoint's field naming the job it belongs to: a
+// checkpoint of another job is not loaded.
+const checkpointJob = "job"
+
 // trimmedField is the readers hash field where the last trim point is kept,
 // so a collector that was away longer than readerTTL knows it must reload.
 const trimmedField = "trimmed"
 
+// ErrJobReset ends Run when the job state names another job: another
+// collector ran --reset. This collector's credits belong to the old job;
+// it must neither checkpoint nor trim the new one.
+var ErrJobReset = errors.New("the job was reset by another collector (its state names another job): this collector stops")
+
 // tend checkpoints, trims the ledger and refreshes the quarantine every
-// CheckpointEvery until ctx is done.
-func (c *Collector) tend(ctx context.Context) {
+// CheckpointEvery until ctx is done. When the job state names another job it
+// stops Run with ErrJobReset.
+func (c *Collector) tend(ctx context.Context, stop context.CancelCauseFunc) {
 	t := time.NewTicker(c.cfg.CheckpointEvery)
 	defer t.Stop()
 	for {
@@ -30,6 +41,17 @@ func (c *Collector) tend(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if b, err := c.bus.State(ctx); err == nil {
+			st, err := wire.DecodeState(b)
+			c.mu.Lock()
+			mine := c.job.Job
+			c.mu.Unlock()
+			if b == nil || err == nil && st.Job != mine {
+				c.log.Error(ErrJobReset.Error(), "job", mine, "now", st.Job)
+				stop(ErrJobReset)
+				return
+			}
 		}
 		if err := c.loadQuarantine(ctx); err != nil && ctx.Err() == nil {
 			c.log.Warn("reading the quarantine failed; retrying at the next checkpoint", "err", err)
@@ -46,7 +68,8 @@ func (c *Collector) tend(ctx context.Context) {
 func (c *Collector) checkpoint(ctx context.Context) {
 	c.mu.Lock()
 	pos := c.pool.pos
-	fields := make(map[string][]byte, len(c.dirty))
+	fields := make(map[string][]byte, len(c.dirty)+1)
+	fields[checkpointJob] = []byte(c.job.Job)
 	for id := range c.dirty {
 		fields[wire.CheckpointWorker+id] = wire.EncodeCredit(*c.pool.workers[id])
 	}
@@ -80,25 +103,17 @@ func (c *Collector) checkpoint(ctx context.Context) {
 }
 
 // trim removes from the ledger what every live collector has credited and
-// checkpointed, but for the last LedgerWindow. A collector that finds the
-// ledger trimmed beyond its own position (it was away longer than
-// readerTTL) reloads from the checkpoint.
+// checkpointed, but for the last LedgerWindow, and marks where it trimmed.
+// A collector that finds the mark past its own position (it was away longer
+// than readerTTL) reloads from the checkpoint before it reads (ensureAhead).
 func (c *Collector) trim(ctx context.Context) error {
 	readers, err := c.bus.Readers(ctx)
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
-	mine, saved := c.pool.pos, c.savedPos
+	saved := c.savedPos
 	c.mu.Unlock()
-	if t := readers[trimmedField]; t != "" && wire.Later(t, mine) && mine != "" {
-		c.log.Warn("the ledger was trimmed past this collector's position (it was away); reloading from the checkpoint", "at", mine, "trimmed", t)
-		if err := c.load(ctx); err != nil {
-			return err
-		}
-		_, err := c.catchUp(ctx)
-		return err
-	}
 	now := c.cfg.Now().UnixMilli()
 	low, err := wire.ParseID(saved) // never past what the checkpoint holds
 	if err != nil || saved == "" {
@@ -142,6 +157,9 @@ func (c *Collector) loadQuarantine(ctx context.Context) error {
 		var rec wire.QuarantineRecord
 		if json.Unmarshal(b, &rec) != nil {
 			rec.Reason = "unreadable record"
+		}
+		if rec.Job != "" && rec.Job != c.job.Job {
+			continue // another job's record, left by a collector that had not seen a --reset
 		}
 		if c.pool.quarantine(id, rec) {
 			c.log.Warn("worker quarantined: its whole contribution leaves the estimate", "worker", id, "reason", rec.Reason, "seq", rec.Seq, "by", rec.By)

@@ -17,13 +17,22 @@ import (
 // replays a random sample of entries and compares. An entry of n samples is
 // chosen with probability
 //
-//	P = min(1, f·n/m)
+//	P = min(1, max(f·n/m, K·n/N))
 //
-// where f is Config.VerifyFraction and m the mean n of the entries credited
-// before it (the first entry is always chosen). With entries of one size the
-// replayed share of the samples is f; in general it is f·E[n²]/E[n]² ≥ f,
-// and an entry more than 1/f times the typical one is chosen for sure: it
-// cannot decide the result unchecked.
+// where f is Config.VerifyFraction, m the mean n of the entries credited
+// before it, N the pooled samples with it, and K = ShareChecks. The first
+// term spends f of the cluster's work (f·E[n²]/E[n]² in general) on checks
+// spread over everyone. The second makes checks follow influence: an entry
+// holding σ of the pool is chosen with probability ≥ min(1, Kσ), so a worker
+// that supplies a share s of the job's samples has at least about K·s of its
+// entries replayed, whatever the sizes of its entries and of everyone
+// else's: a worker faking every batch that ends up with s = 0.5 of N escapes
+// with probability about e^(−K·s) = e^(−5). It costs about K·(1 + ln(B/K))
+// entries over a job of B entries (125 of 10⁶), and it replays every entry
+// while the pool is young (fewer than K entries' worth). K trades that
+// start-up cost, which the target waits for (the replays run on one core
+// while the cluster samples on all of its), against the odds of a large
+// worker escaping.
 // An entry whose hits are improbable (|z| > suspectZ against the pool), or
 // whose worker's tally is (|z| > suspectZ against the others), is always
 // chosen: a cheat large enough to move the estimate is replayed at once, and
@@ -36,6 +45,10 @@ import (
 // quarantined, persistently ({channel}:quarantine), and its whole
 // contribution leaves the estimate.
 const suspectZ = 3
+
+// ShareChecks is K above: how many replays a worker's share of the pool
+// earns, in expectation, per unit of share.
+const ShareChecks = 10
 
 // maxQueue bounds the entries waiting for replay; past it an entry that
 // would have been chosen is skipped and counted.
@@ -91,7 +104,7 @@ func (v *verifier) choose(e wire.Entry, p *pool) (pick, bool) {
 	n := float64(e.N)
 	prob := 1.0
 	if v.count > 0 {
-		prob = min(1, v.c.cfg.VerifyFraction*n*v.count/v.s1)
+		prob = min(1, max(v.c.cfg.VerifyFraction*n*v.count/v.s1, ShareChecks*n/p.total.N.Float64()))
 	}
 	v.s1 += n
 	v.count++
@@ -176,6 +189,15 @@ func Replay(e wire.Entry, k mcpi.Kernel) (hits uint64, ok bool) {
 }
 
 func (v *verifier) replay(ctx context.Context, e wire.Entry) {
+	v.c.mu.Lock()
+	_, caught := v.c.pool.quarantined[e.Worker]
+	v.c.mu.Unlock()
+	if caught { // its contribution is out already: a queue of its fakes costs nothing
+		v.mu.Lock()
+		v.pending -= e.N
+		v.mu.Unlock()
+		return
+	}
 	want, _ := Replay(e, v.c.cfg.Kernel) // the collector checked the seed against the job's
 	v.mu.Lock()
 	v.pending -= e.N
@@ -196,8 +218,8 @@ func (v *verifier) replay(ctx context.Context, e wire.Entry) {
 		c.mu.Unlock()
 		return
 	}
-	rec := wire.QuarantineRecord{Reason: "replay_mismatch", Seq: e.Seq, Want: want, Got: e.Hits, By: c.cfg.Name, At: c.cfg.Now().UTC().Format("2006-01-02T15:04:05Z")}
 	c.mu.Lock()
+	rec := wire.QuarantineRecord{Reason: "replay_mismatch", Seq: e.Seq, Want: want, Got: e.Hits, Job: c.job.Job, By: c.cfg.Name, At: c.cfg.Now().UTC().Format("2006-01-02T15:04:05Z")}
 	fresh := c.pool.quarantine(e.Worker, rec)
 	if fresh {
 		c.history.add(c.pool.total, c.cfg.Now())
@@ -208,8 +230,14 @@ func (v *verifier) replay(ctx context.Context, e wire.Entry) {
 	}
 	c.log.Error("an entry did not replay: worker quarantined, its whole contribution leaves the estimate",
 		"worker", e.Worker, "seq", e.Seq, "claimed_hits", e.Hits, "replayed_hits", want)
+	v.persist(ctx, e.Worker, rec)
+}
+
+// persist records a quarantine on the bus, so a restarted collector keeps
+// the worker out.
+func (v *verifier) persist(ctx context.Context, worker string, rec wire.QuarantineRecord) {
 	b, _ := json.Marshal(rec)
-	_ = backoff.Retry(ctx, c.log, "record the quarantine", func() error { return c.bus.Quarantine(ctx, e.Worker, b) })
+	_ = backoff.Retry(ctx, v.c.log, "record the quarantine", func() error { return v.c.bus.Quarantine(ctx, worker, b) })
 }
 
 // Verification is the replay check in the Summary.

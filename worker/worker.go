@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,7 @@ var (
 	errJobDone    = errors.New("the job is done")
 	errJobChanged = errors.New("the job was reset")
 	errDuration   = errors.New("duration reached")
+	errLedgerFull = errors.New("the ledger takes no more entries; reset the job")
 )
 
 // job is what the worker knows of its job and of itself in it.
@@ -122,6 +124,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		why = "job reset: this worker's entries belong to the old job"
 	case errors.Is(cause, errDuration):
 		why = "duration"
+	case errors.Is(cause, errLedgerFull):
+		return errLedgerFull
 	case ctx.Err() != nil:
 		why = "cancelled"
 	}
@@ -355,6 +359,13 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 				continue
 			}
 			w.stats.publishFailed()
+			if strings.Contains(err.Error(), "exhausted the last possible ID") {
+				// Someone holding the worker user appended an entry with the
+				// largest stream ID: no entry can follow it, now or after any wait.
+				log.Error("the ledger takes no more entries: its last ID is the largest possible (an XADD with an explicit ID); the job must be reset", "queued", q.len(), "err", err)
+				stop(errLedgerFull)
+				return
+			}
 			if bo.Failures() == 0 {
 				log.Warn("append failed; sampling goes on and the queue catches up on reconnect", "queued", q.len(), "err", err)
 			}

@@ -73,7 +73,7 @@ func (f *collectorFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.targetDigits, "target-digits", 0, "stop the job when π has this many correct decimal `digits` at 95 % (half-width ≤ ½·10⁻ᴰ); with --target-se, the stricter wins")
 	fs.BoolVar(&f.json, "json", false, "print the final summary as one JSON object on stdout (progress goes to stderr)")
 	fs.DurationVar(&f.interval, "interval", time.Second, "how often to print the estimate")
-	fs.BoolVar(&f.reset, "reset", false, "delete the job's totals and state first: a new job on an old channel")
+	fs.BoolVar(&f.reset, "reset", false, "delete the job's ledger, checkpoint, quarantine and state first: a new job on an old channel")
 	fs.StringVar(&f.plot, "plot", "", "write the convergence to this PNG `file` at exit")
 	fs.DurationVar(&f.plotEvery, "plot-every", 0, "with --plot, also rewrite the PNG this often while running")
 	fs.StringVar(&f.seed, "seed", "", "64-bit `seed` of a new job, decimal or 0x-hex (default: random); with a worker's id and batch number it makes every batch replayable")
@@ -132,7 +132,7 @@ func (e *env) workerCmd(ctx context.Context, args []string) error {
 	wf.register(fs, true)
 	fs.DurationVar(&duration, "duration", 0, "stop after this long (default: until the job is done or Ctrl-C)")
 	fs.StringVar(&httpAddr, "http", "", "serve /healthz and /metrics (Prometheus) on `addr` ([host]:port; no host means 127.0.0.1)")
-	if err := e.parse(fs, "Samples on every core and reports to the job's channel until the job is done,\na limit is reached, or Ctrl-C (which still delivers the last report).", args); err != nil {
+	if err := e.parse(fs, "Samples on every core and reports to the job's channel until the job is done,\na limit is reached, or Ctrl-C (which still delivers the queued entries).", args); err != nil {
 		return err
 	}
 	e.fill(&c)

@@ -41,10 +41,11 @@ func DecodeCredit(b []byte) (Credit, error) {
 // Quarantine is why a worker was quarantined, the value of its field in
 // {channel}:quarantine.
 type QuarantineRecord struct {
-	Reason string `json:"reason"` // "replay_mismatch"
-	Seq    uint64 `json:"seq"`    // the entry that did not replay
-	Want   uint64 `json:"want"`   // the hits a replay gives
-	Got    uint64 `json:"got"`    // the hits the worker claimed
-	By     string `json:"by"`     // the collector or verifier that found it
-	At     string `json:"at"`     // RFC 3339
+	Reason string `json:"reason"`        // "replay_mismatch" or "gaps"
+	Job    string `json:"job,omitempty"` // the job it was found in
+	Seq    uint64 `json:"seq"`           // the entry that did not replay
+	Want   uint64 `json:"want"`          // the hits a replay gives
+	Got    uint64 `json:"got"`           // the hits the worker claimed
+	By     string `json:"by"`            // the collector or verifier that found it
+	At     string `json:"at"`            // RFC 3339
 }
