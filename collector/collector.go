@@ -396,6 +396,9 @@ func (c *Collector) read(ctx context.Context) error {
 			if ctx.Err() != nil {
 				break
 			}
+			if backoff.IsPermanent(err) {
+				return err
+			}
 			if bo.Failures() == 0 {
 				c.log.Warn("reading the ledger failed; retrying", "err", err)
 			}

@@ -70,8 +70,10 @@ type job struct {
 }
 
 // Run samples until ctx is done, the job is done, or a limit of the Config is
-// reached, and returns nil in all those cases. It returns an error only when
-// it cannot work at all.
+// reached, and returns nil in all those cases (also when ctx ends while it
+// still waits for the bus). It returns an error when it cannot work at all:
+// a permanent bus error (backoff.IsPermanent: a wrong password, a missing
+// permission, …) ends it at once, even mid-run.
 func (w *Worker) Run(ctx context.Context) error {
 	cfg := w.cfg
 	log := cfg.Logger.With("worker", cfg.ID)
@@ -79,6 +81,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	j, err := w.start(ctx, log)
 	if errors.Is(err, errJobDone) {
 		log.Info("the job is already done; leaving")
+		return nil
+	}
+	if err != nil && ctx.Err() != nil && !backoff.IsPermanent(err) {
+		log.Info("cancelled while waiting for the bus", "err", err)
 		return nil
 	}
 	if err != nil {
@@ -106,7 +112,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	q := newQueue(cfg.QueueLimit)
 	w.q.Store(q)
 	var wg sync.WaitGroup
-	wg.Go(func() { w.publish(pubCtx, q, j.state.Job, stop, log) })
+	var pubErr error
+	wg.Go(func() { pubErr = w.publish(pubCtx, q, j.state.Job, stop, log) })
 
 	seq, total, err := w.sample(sampleCtx, j, q, log)
 	q.close()
@@ -116,6 +123,9 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	why := "limit"
 	switch cause := context.Cause(sampleCtx); {
+	case pubErr != nil:
+		why = "bus error"
+		err = errors.Join(err, pubErr)
 	case errors.Is(cause, errJobDone):
 		why = "job done"
 	case errors.Is(cause, errJobChanged):
@@ -311,8 +321,8 @@ const appendMax = 512
 // publish appends the queued entries in order, many at a time, until the
 // queue is closed and empty, or ctx is done. After each append, and on every
 // control message, it reads the job state and stops sampling when the job is
-// done or was reset.
-func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop context.CancelCauseFunc, log *slog.Logger) {
+// done or was reset. A permanent bus error stops sampling and is returned.
+func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop context.CancelCauseFunc, log *slog.Logger) error {
 	ctrlCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	control := w.bus.Control(ctrlCtx)
@@ -320,10 +330,15 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 	defer heartbeat.Stop()
 	defer w.presence(ctx, wire.Left) // after the last entry: a clean goodbye
 	var bo backoff.Backoff
+	fail := func(err error) error {
+		log.Error("the bus refuses this worker for good", "err", err)
+		stop(err)
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-heartbeat.C:
 			w.presence(ctx, wire.Alive)
 			continue
@@ -331,7 +346,9 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 			if !ok {
 				control = nil
 			}
-			w.checkState(ctx, jobID, stop)
+			if err := w.checkState(ctx, jobID, stop); err != nil {
+				return fail(err)
+			}
 			continue
 		case <-q.ready:
 		}
@@ -339,7 +356,7 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 			batch, closed := q.peek(appendMax)
 			if len(batch) == 0 {
 				if closed {
-					return
+					return nil
 				}
 				break
 			}
@@ -355,14 +372,19 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 				continue
 			}
 			w.stats.publishFailed()
+			if backoff.IsPermanent(err) {
+				return fail(err)
+			}
 			if bo.Failures() == 0 {
 				log.Warn("append failed; sampling goes on and the queue catches up on reconnect", "queued", q.len(), "err", err)
 			}
 			if bo.Wait(ctx) != nil {
-				return
+				return nil
 			}
 		}
-		w.checkState(ctx, jobID, stop)
+		if err := w.checkState(ctx, jobID, stop); err != nil {
+			return fail(err)
+		}
 	}
 }
 
@@ -372,15 +394,19 @@ func (w *Worker) presence(ctx context.Context, status string) {
 }
 
 // checkState stops sampling when the job is done or is another job now. An
-// unreadable state is no stop: it is read again at the next append.
-func (w *Worker) checkState(ctx context.Context, jobID string, stop context.CancelCauseFunc) {
+// unreadable state is no stop: it is read again at the next append; only a
+// permanent error is returned.
+func (w *Worker) checkState(ctx context.Context, jobID string, stop context.CancelCauseFunc) error {
 	b, err := w.bus.State(ctx)
+	if backoff.IsPermanent(err) {
+		return err
+	}
 	if err != nil {
-		return
+		return nil
 	}
 	if b == nil {
 		stop(errJobChanged)
-		return
+		return nil
 	}
 	s, err := wire.DecodeState(b)
 	switch {
@@ -390,6 +416,7 @@ func (w *Worker) checkState(ctx context.Context, jobID string, stop context.Canc
 	case s.Status == wire.Done:
 		stop(errJobDone)
 	}
+	return nil
 }
 
 // Queued returns how many entries wait for the bus.
