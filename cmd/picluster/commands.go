@@ -158,6 +158,7 @@ func (e *env) openRedis(c common, log *slog.Logger) (*redisbus.Bus, error) {
 	if c.redis == "" {
 		return nil, errors.New("no Redis: give --redis redis://host:6379 or set REDIS_URL (picluster run needs none)")
 	}
+	redisbus.SetLogger(log) // go-redis's own lines too go through slog
 	bus, err := redisbus.Open(c.redis, c.channel, redisbus.Options{TLS: &c.tls, Log: log})
 	if err != nil {
 		return nil, err
