@@ -47,10 +47,13 @@ type Summary struct {
 	// samples credited since.
 	Seconds     Float  `json:"seconds"`
 	SamplesPerS Float  `json:"samples_per_s"`
-	StoppedBy   string `json:"stopped_by,omitempty"` // "target", "duration" or "signal"
-	TargetSE    Float  `json:"target_se,omitempty"`
-	ETASeconds  Float  `json:"eta_seconds"` // to the target at the current rate; null without one
-	Checks      Checks `json:"checks"`
+	StoppedBy   string `json:"stopped_by,omitempty"` // a StopCause: "target", "duration", "signal", "workers" or "error"
+	// Stale, when not empty, says why the final read of the ledger failed:
+	// N may miss entries that reached the bus.
+	Stale      string `json:"stale,omitempty"`
+	TargetSE   Float  `json:"target_se,omitempty"`
+	ETASeconds Float  `json:"eta_seconds"` // to the target at the current rate; null without one
+	Checks     Checks `json:"checks"`
 	// Verification is the replay check; Quarantined the workers it proved
 	// wrong, whose samples are out of N.
 	Verification Verification     `json:"verification"`
@@ -91,7 +94,7 @@ func (c *Collector) Summary() Summary {
 		Bias: mcpi.PiBias, PiDigits: CertainDigits(t.Pi(), lo, hi), AnonymousN: c.pool.anon.N,
 		Workers: len(c.pool.workers) - len(c.pool.quarantined), Batches: c.pool.batches, Anonymous: c.pool.anonBatches,
 		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: c.pool.duplicates, Gaps: c.pool.gaps,
-		LedgerPos: c.pool.pos, Seconds: Float(secs), StoppedBy: c.stopped, TargetSE: Float(c.cfg.TargetSE), Accepted: c.pool.accepted,
+		LedgerPos: c.pool.pos, Seconds: Float(secs), StoppedBy: c.stopped, Stale: c.stale, TargetSE: Float(c.cfg.TargetSE), Accepted: c.pool.accepted,
 		Verification: ver, Quarantined: []QuarantineInfo{},
 	}
 	for r, n := range c.rejected {
