@@ -134,6 +134,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		why = "duration"
 	case ctx.Err() != nil:
 		why = "cancelled"
+		if c := context.Cause(ctx); c != ctx.Err() {
+			why = c.Error() // picluster run says why: the target, a duration
+		}
 	}
 	if left := q.len(); left > 0 {
 		log.Error("entries did not reach the bus before the flush timeout", "lost_entries", left)

@@ -123,3 +123,47 @@ func TestInterruptWhileWaitingForRedis(t *testing.T) {
 		})
 	}
 }
+
+// picluster run ends by itself when its workers do: --max-batches, or a job
+// that is done already; the summary says "workers".
+func TestRunEndsWithItsWorkers(t *testing.T) {
+	p := start(t, "run", "--max-batches", "3", "--batch", "100000", "--workers", "2", "--json")
+	p.wait(t, time.Minute)
+	if s := p.summary(t); s.StoppedBy != "workers" || s.Batches != 6 {
+		t.Fatalf("stopped by %q after %d batches, want workers after 6", s.StoppedBy, s.Batches)
+	}
+	srv := redistest.Start(t)
+	first := start(t, "run", "--redis", srv.URL(), "--target-se", "1e-3", "--json")
+	first.wait(t, time.Minute)
+	again := start(t, "run", "--redis", srv.URL(), "--json")
+	again.wait(t, time.Minute)
+	if s := again.summary(t); s.StoppedBy != "workers" {
+		t.Fatalf("run on a done job: stopped by %q, want workers", s.StoppedBy)
+	}
+}
+
+// picluster run whose workers and collector never reach Redis fails, rather
+// than exit 0 "stopped by duration".
+func TestRunWithoutRedisFails(t *testing.T) {
+	binary(t)
+	p := start(t, "run", "--redis", "redis://127.0.0.1:1", "--duration", "1s", "--json")
+	code, _ := p.exitWithin(t, time.Now(), time.Minute)
+	if code == 0 || strings.Contains(p.stdout.String(), `"stopped_by":"duration"`) {
+		t.Fatalf("exit %d, stdout %q: want a failure", code, p.stdout)
+	}
+	t.Logf("exit %d: %s", code, p.lastLine())
+}
+
+// picluster run in this process, to its end by itself, with its dashboard:
+// the summary is printed and nothing keeps running (TestMain's goleak).
+func TestRunInProcessLeavesNothingRunning(t *testing.T) {
+	var stdout, stderr syncBuffer
+	getenv := func(string) string { return "" }
+	err := run(t.Context(), []string{"run", "--max-batches", "2", "--batch", "4096", "--workers", "2", "--json", "--http", "127.0.0.1:0"}, getenv, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), `"stopped_by":"workers"`) {
+		t.Fatalf("stdout %q: want stopped_by workers", stdout.String())
+	}
+}
