@@ -300,6 +300,7 @@ func Hits(ctx context.Context, b mcpi.Batch, k mcpi.Kernel, threads int) (uint64
 	var next, done atomic.Int64
 	var total atomic.Uint64
 	var wg sync.WaitGroup
+	stop := func() bool { return ctx.Err() != nil } // between chunks: a cancellation waits for one chunk at most
 	for range max(1, min(threads, mcpi.Groups)) {
 		wg.Go(func() {
 			var h uint64
@@ -308,7 +309,11 @@ func Hits(ctx context.Context, b mcpi.Batch, k mcpi.Kernel, threads int) (uint64
 				if g >= mcpi.Groups {
 					break
 				}
-				h += b.GroupHits(int(g), k)
+				gh, ok := b.GroupHitsStop(int(g), k, stop)
+				if !ok {
+					break
+				}
+				h += gh
 				done.Add(1)
 			}
 			total.Add(h)
