@@ -6,7 +6,9 @@
 // {C}:presence, control on {C}:control. The job state is the string
 // {C}:state; the collectors' checkpoint is the hash {C}:checkpoint, their
 // reading positions the hash {C}:readers, and the quarantined workers the
-// hash {C}:quarantine. The hash tag keeps a job on one Redis Cluster slot.
+// hash {C}:quarantine. A worker holds a lease on its id, the string
+// {C}:lease:<id> holding its random token, with a TTL it renews. The hash
+// tag keeps a job on one Redis Cluster slot.
 //
 // Subscriptions reconnect by themselves, with backoff. After every
 // (re)subscription the report stream carries a KindSubscribed message. A
@@ -46,9 +48,10 @@ import (
 // DefaultChannel is the report channel of the original Python workers.
 const DefaultChannel = "pi_collector"
 
-// Keys are the Redis keys and channels of the job named channel.
+// Keys are the Redis keys and channels of the job named channel. Lease is
+// the prefix of the worker leases: {C}:lease:<worker id>.
 type Keys struct {
-	Channel, Ledger, State, Checkpoint, Readers, Quarantine, Control, Presence, Totals string
+	Channel, Ledger, State, Checkpoint, Readers, Quarantine, Control, Presence, Totals, Lease string
 }
 
 // KeysOf returns the keys of the job named channel.
@@ -56,7 +59,7 @@ func KeysOf(channel string) Keys {
 	tag := "{" + channel + "}:"
 	return Keys{Channel: channel, Ledger: tag + "ledger", State: tag + "state", Checkpoint: tag + "checkpoint",
 		Readers: tag + "readers", Quarantine: tag + "quarantine", Control: tag + "control",
-		Presence: tag + "presence", Totals: tag + "totals"}
+		Presence: tag + "presence", Totals: tag + "totals", Lease: tag + "lease:"}
 }
 
 // Bus is one job on one Redis server.
