@@ -34,6 +34,12 @@ type Bus interface {
 	// Control returns the messages published on the job's control channel
 	// until ctx is done, then closes the channel. It reconnects by itself.
 	Control(ctx context.Context) <-chan []byte
+	// Lease takes worker's lease for token for ttl if it is free, or renews
+	// it if token holds it. It reports whether token holds it and, if
+	// another token does, how long that lease has left.
+	Lease(ctx context.Context, worker, token string, ttl time.Duration) (held bool, left time.Duration, err error)
+	// Release ends token's lease on worker, if token holds it.
+	Release(ctx context.Context, worker, token string) error
 }
 
 // Worker samples and reports. Create one with New.
@@ -78,6 +84,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	cfg := w.cfg
 	log := cfg.Logger.With("worker", cfg.ID)
 	defer w.stats.stopped()
+	token := wire.FormatSeed(randomUint64()) // this run's claim on the id
+	if err := w.takeLease(ctx, log, token); err != nil {
+		if ctx.Err() != nil && !backoff.IsPermanent(err) {
+			log.Info("cancelled while waiting for the bus", "err", err)
+			return nil
+		}
+		return err
+	}
+	defer func() { // after the goodbye: a restart under this id need not wait for the TTL
+		relCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = w.bus.Release(relCtx, cfg.ID, token)
+	}()
 	j, err := w.start(ctx, log)
 	if errors.Is(err, errJobDone) {
 		log.Info("the job is already done; leaving")
@@ -113,7 +132,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.q.Store(q)
 	var wg sync.WaitGroup
 	var pubErr error
-	wg.Go(func() { pubErr = w.publish(pubCtx, q, j.state.Job, stop, log) })
+	wg.Go(func() { pubErr = w.publish(pubCtx, q, j.state.Job, token, stop, log) })
 
 	seq, total, err := w.sample(sampleCtx, j, q, log)
 	q.close()
@@ -330,12 +349,14 @@ const appendMax = 512
 // queue is closed and empty, or ctx is done. After each append, and on every
 // control message, it reads the job state and stops sampling when the job is
 // done or was reset. A permanent bus error stops sampling and is returned.
-func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop context.CancelCauseFunc, log *slog.Logger) error {
+func (w *Worker) publish(ctx context.Context, q *queue, jobID, token string, stop context.CancelCauseFunc, log *slog.Logger) error {
 	ctrlCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	control := w.bus.Control(ctrlCtx)
 	heartbeat := time.NewTicker(wire.HeartbeatInterval)
 	defer heartbeat.Stop()
+	renew := time.NewTicker(w.cfg.LeaseTTL / 3)
+	defer renew.Stop()
 	defer w.presence(ctx, wire.Left) // after the last entry: a clean goodbye
 	var bo backoff.Backoff
 	fail := func(err error) error {
@@ -349,6 +370,11 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 			return nil
 		case <-heartbeat.C:
 			w.presence(ctx, wire.Alive)
+			continue
+		case <-renew.C:
+			if err := w.renewLease(ctx, token); err != nil {
+				return fail(err)
+			}
 			continue
 		case _, ok := <-control:
 			if !ok {
@@ -367,6 +393,13 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 					return nil
 				}
 				break
+			}
+			select { // a long catch-up still renews the lease
+			case <-renew.C:
+				if err := w.renewLease(ctx, token); err != nil {
+					return fail(err)
+				}
+			default:
 			}
 			err := w.bus.Append(ctx, signed(batch))
 			if err == nil {
@@ -394,6 +427,54 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 			return fail(err)
 		}
 	}
+}
+
+// errIDInUse refuses a second worker under a live id.
+var errIDInUse = errors.New("another live worker holds this id's lease and renews it")
+
+// takeLease takes the lease on the worker's id, retrying transient errors.
+// When another worker holds it, it waits once for that lease to run out (a
+// dead worker's does, within LeaseTTL) and refuses if it was renewed.
+func (w *Worker) takeLease(ctx context.Context, log *slog.Logger, token string) error {
+	id, ttl := w.cfg.ID, w.cfg.LeaseTTL
+	waited := false
+	return backoff.Retry(ctx, log, "take the lease on this worker's id", func() error {
+		for {
+			held, left, err := w.bus.Lease(ctx, id, token, ttl)
+			switch {
+			case err != nil:
+				return err
+			case held:
+				return nil
+			case waited:
+				return backoff.Permanent(fmt.Errorf("worker id %q: %w; start this one under another --id", id, errIDInUse))
+			}
+			waited = true
+			log.Warn("another worker holds this id's lease; waiting for it to run out, as a dead worker's does", "left", left)
+			t := time.NewTimer(left + ttl/10)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return context.Cause(ctx)
+			case <-t.C:
+			}
+		}
+	})
+}
+
+// renewLease renews the lease on the worker's id. A transient error is no
+// harm (the next renewal comes well before the TTL); a lease that another
+// worker has taken meanwhile (this one was cut off for longer than the TTL)
+// ends the worker, so that two never append under one id.
+func (w *Worker) renewLease(ctx context.Context, token string) error {
+	held, _, err := w.bus.Lease(ctx, w.cfg.ID, token, w.cfg.LeaseTTL)
+	switch {
+	case backoff.IsPermanent(err):
+		return err
+	case err == nil && !held:
+		return fmt.Errorf("worker id %q: the lease was taken by another worker while this one was cut off; %w", w.cfg.ID, errIDInUse)
+	}
+	return nil
 }
 
 // presence publishes the worker's status; a lost heartbeat is harmless.
