@@ -167,3 +167,30 @@ func TestRunInProcessLeavesNothingRunning(t *testing.T) {
 		t.Fatalf("stdout %q: want stopped_by workers", stdout.String())
 	}
 }
+
+// One worker per id, with the workers' real ACL user: a second worker
+// started under a live id is refused (the first renews its lease); one
+// started after the first was killed (kill -9, no goodbye) waits for the
+// lease to run out and resumes after the first's last entry.
+func TestOneWorkerPerID(t *testing.T) {
+	srv := aclServer(t, redistest.Options{})
+	wURL, cURL := userURL(srv, "picluster-worker", workerPass), userURL(srv, "picluster-collector", collectorPass)
+	col := start(t, "collector", "--redis", cURL)
+	col.waitOutput(t, "job loaded from the ledger", 10*time.Second)
+	first := start(t, "worker", "--redis", wURL, "--id", "dup", "--batch", "1000000", "--verbose")
+	first.waitOutput(t, "seq=2", 20*time.Second) // its second entry is drawn: the first is on its way
+	second := start(t, "worker", "--redis", wURL, "--id", "dup", "--batch", "1000000")
+	code, took := second.exitWithin(t, time.Now(), time.Minute)
+	if line := second.lastLine(); code == 0 || !strings.Contains(line, `worker id "dup"`) || !strings.Contains(line, "holds this id's lease") {
+		t.Fatalf("second worker: exit %d, last line %q; want it refused", code, line)
+	}
+	t.Logf("second worker refused after %v: %s", took.Round(time.Millisecond), second.lastLine())
+	if err := first.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	third := start(t, "worker", "--redis", wURL, "--id", "dup", "--batch", "1000000")
+	third.waitOutput(t, "worker started", time.Minute)
+	if s := third.stderr.String(); strings.Contains(s, "resumed_at_seq=0 ") {
+		t.Fatalf("the third worker did not resume:\n%s", s)
+	}
+}
