@@ -57,6 +57,9 @@ type Config struct {
 	// renewed; it is renewed every LeaseTTL/3. A worker killed without a
 	// goodbye blocks its id for at most this long. Default DefaultLeaseTTL.
 	LeaseTTL time.Duration
+	// Heartbeat is how long the publisher may stay silent (no entry, no
+	// heartbeat) before it says it is alive. Default wire.HeartbeatInterval.
+	Heartbeat time.Duration
 	// Logger receives the worker's logs. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -76,8 +79,8 @@ func (c Config) Validate() error {
 		return errors.New("queue limit: must be ≥ 0")
 	case c.FlushTimeout < 0:
 		return errors.New("flush timeout: must be ≥ 0")
-	case c.LeaseTTL < 0:
-		return errors.New("lease TTL: must be ≥ 0")
+	case c.LeaseTTL < 0 || c.Heartbeat < 0:
+		return errors.New("lease TTL and heartbeat: must be ≥ 0")
 	}
 	return nil
 }
@@ -109,6 +112,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FlushTimeout == 0 {
 		c.FlushTimeout = 10 * time.Second
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = wire.HeartbeatInterval
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = DefaultLeaseTTL

@@ -48,6 +48,9 @@ type Worker struct {
 	bus   Bus
 	stats stats                 // for Stats
 	q     atomic.Pointer[queue] // the queue of the current Run
+	// lastSaid is when the worker last told the bus it is alive (an entry
+	// or a heartbeat), in Unix nanoseconds.
+	lastSaid atomic.Int64
 }
 
 // New returns a worker that reports to bus.
@@ -131,14 +134,21 @@ func (w *Worker) Run(ctx context.Context) error {
 	q := newQueue(cfg.QueueLimit)
 	w.q.Store(q)
 	var wg sync.WaitGroup
-	var pubErr error
-	wg.Go(func() { pubErr = w.publish(pubCtx, q, j.state.Job, token, stop, log) })
+	var pubErr, kaErr error
+	kaCtx, stopKeepalive := context.WithCancel(pubCtx)
+	defer stopKeepalive()
+	wg.Go(func() { kaErr = w.keepalive(kaCtx, token, stop, log) })
+	wg.Go(func() { pubErr = w.publish(pubCtx, q, j.state.Job, stop, log); stopKeepalive() })
 
 	seq, total, err := w.sample(sampleCtx, j, q, log)
 	q.close()
 	flush := time.AfterFunc(cfg.FlushTimeout, cancelPub)
 	wg.Wait()
 	flush.Stop()
+	byeCtx, cancelBye := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	w.presence(byeCtx, wire.Left) // after the last entry: a clean goodbye
+	cancelBye()
+	pubErr = errors.Join(pubErr, kaErr)
 
 	why := "limit"
 	switch cause := context.Cause(sampleCtx); {
@@ -349,15 +359,10 @@ const appendMax = 512
 // queue is closed and empty, or ctx is done. After each append, and on every
 // control message, it reads the job state and stops sampling when the job is
 // done or was reset. A permanent bus error stops sampling and is returned.
-func (w *Worker) publish(ctx context.Context, q *queue, jobID, token string, stop context.CancelCauseFunc, log *slog.Logger) error {
+func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop context.CancelCauseFunc, log *slog.Logger) error {
 	ctrlCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	control := w.bus.Control(ctrlCtx)
-	heartbeat := time.NewTicker(wire.HeartbeatInterval)
-	defer heartbeat.Stop()
-	renew := time.NewTicker(w.cfg.LeaseTTL / 3)
-	defer renew.Stop()
-	defer w.presence(ctx, wire.Left) // after the last entry: a clean goodbye
 	var bo backoff.Backoff
 	fail := func(err error) error {
 		log.Error("the bus refuses this worker for good", "err", err)
@@ -368,14 +373,6 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID, token string, sto
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-heartbeat.C:
-			w.presence(ctx, wire.Alive)
-			continue
-		case <-renew.C:
-			if err := w.renewLease(ctx, token); err != nil {
-				return fail(err)
-			}
-			continue
 		case _, ok := <-control:
 			if !ok {
 				control = nil
@@ -394,18 +391,11 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID, token string, sto
 				}
 				break
 			}
-			select { // a long catch-up still renews the lease
-			case <-renew.C:
-				if err := w.renewLease(ctx, token); err != nil {
-					return fail(err)
-				}
-			default:
-			}
 			err := w.bus.Append(ctx, signed(batch))
 			if err == nil {
 				q.drop(len(batch))
+				w.lastSaid.Store(time.Now().UnixNano()) // an entry says alive too
 				w.stats.published(batch[len(batch)-1].seq, time.Now())
-				heartbeat.Reset(wire.HeartbeatInterval) // an entry says alive too
 				if bo.Failures() > 0 {
 					log.Info("bus is back; the queued entries go through", "queued", q.len())
 				}
@@ -429,8 +419,8 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID, token string, sto
 	}
 }
 
-// errIDInUse refuses a second worker under a live id.
-var errIDInUse = errors.New("another live worker holds this id's lease and renews it")
+// ErrIDInUse refuses a second worker under a live id.
+var ErrIDInUse = errors.New("another live worker holds this id's lease and renews it")
 
 // takeLease takes the lease on the worker's id, retrying transient errors.
 // When another worker holds it, it waits once for that lease to run out (a
@@ -447,7 +437,7 @@ func (w *Worker) takeLease(ctx context.Context, log *slog.Logger, token string) 
 			case held:
 				return nil
 			case waited:
-				return backoff.Permanent(fmt.Errorf("worker id %q: %w; start this one under another --id", id, errIDInUse))
+				return backoff.Permanent(fmt.Errorf("worker id %q: %w; start this one under another --id", id, ErrIDInUse))
 			}
 			waited = true
 			log.Warn("another worker holds this id's lease; waiting for it to run out, as a dead worker's does", "left", left)
@@ -462,6 +452,33 @@ func (w *Worker) takeLease(ctx context.Context, log *slog.Logger, token string) 
 	})
 }
 
+// keepalive says the worker is alive every Heartbeat unless an entry said
+// so meanwhile, and renews the lease on its id every LeaseTTL/3, until ctx
+// is done; apart from the publisher, so that neither waits for an append.
+// A lease lost, or a permanent error, stops sampling and is returned.
+func (w *Worker) keepalive(ctx context.Context, token string, stop context.CancelCauseFunc, log *slog.Logger) error {
+	heartbeat := time.NewTicker(w.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	renew := time.NewTicker(w.cfg.LeaseTTL / 3)
+	defer renew.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-heartbeat.C:
+			if now.Sub(time.Unix(0, w.lastSaid.Load())) >= w.cfg.Heartbeat {
+				w.presence(ctx, wire.Alive)
+			}
+		case <-renew.C:
+			if err := w.renewLease(ctx, token); err != nil {
+				log.Error("stopping: the lease on this worker's id is lost", "err", err)
+				stop(err)
+				return err
+			}
+		}
+	}
+}
+
 // renewLease renews the lease on the worker's id. A transient error is no
 // harm (the next renewal comes well before the TTL); a lease that another
 // worker has taken meanwhile (this one was cut off for longer than the TTL)
@@ -472,13 +489,14 @@ func (w *Worker) renewLease(ctx context.Context, token string) error {
 	case backoff.IsPermanent(err):
 		return err
 	case err == nil && !held:
-		return fmt.Errorf("worker id %q: the lease was taken by another worker while this one was cut off; %w", w.cfg.ID, errIDInUse)
+		return fmt.Errorf("worker id %q: the lease was taken by another worker while this one was cut off; %w", w.cfg.ID, ErrIDInUse)
 	}
 	return nil
 }
 
 // presence publishes the worker's status; a lost heartbeat is harmless.
 func (w *Worker) presence(ctx context.Context, status string) {
+	w.lastSaid.Store(time.Now().UnixNano())
 	_ = w.bus.Heartbeat(ctx, w.cfg.ID, wire.EncodePresence(wire.Presence{Worker: w.cfg.ID, Status: status, At: time.Now()}))
 }
 

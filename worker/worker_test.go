@@ -291,7 +291,7 @@ func TestSignsWithItsKey(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	for _, c := range []worker.Config{{Threads: -1}, {BatchTime: -1}, {Duration: -1}, {QueueLimit: -1}, {ID: string(make([]byte, 200))}} {
+	for _, c := range []worker.Config{{Threads: -1}, {BatchTime: -1}, {Duration: -1}, {QueueLimit: -1}, {FlushTimeout: -1}, {LeaseTTL: -1}, {Heartbeat: -1}, {ID: string(make([]byte, 200))}} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v accepted", c)
 		}
