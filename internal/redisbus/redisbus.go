@@ -425,7 +425,7 @@ func txErr(cmds []redis.Cmder, err error) error {
 }
 
 // errSilent is the error of a connection declared dead.
-var errSilent = errors.New("Redis did not answer: the connection is presumed dead")
+var errSilent = errors.New("no answer from Redis: the connection is presumed dead")
 
 // listen subscribes to channels and hands every message to deliver until
 // ctx is done, deliver returns false, or a permanent error. A
