@@ -51,6 +51,9 @@ type Bus interface {
 	State(ctx context.Context) ([]byte, error)
 	// SetState writes the job state and publishes it on the control channel.
 	SetState(ctx context.Context, state []byte) error
+	// RestoreState writes the job state only if there is none, and reports
+	// whether it wrote.
+	RestoreState(ctx context.Context, state []byte) (bool, error)
 	// Reset deletes the job: ledger, checkpoint, readers, quarantine, state.
 	Reset(ctx context.Context) error
 }

@@ -127,6 +127,18 @@
 // permanent bus error (backoff.IsPermanent) ends Run at once with that
 // error. Every goroutine Run starts has ended when it returns.
 //
+// # A loss of Redis's data
+//
+// When the job state vanishes (Redis restarted without persistence), the
+// running collector writes it again (only if none was written meanwhile: a
+// reset's new job wins), with the quarantine and, at the next checkpoint,
+// every worker's credit; workers sample on meanwhile. A collector started
+// afterwards loads that checkpoint and converges on the same N. What the
+// loss costs: the ledger entries appended before it and not yet credited
+// (at most about one read's worth), and the ledger window kept for picluster
+// verify. A collector started in the CheckpointEvery before the state is
+// written again makes a new job instead.
+//
 // Summary may be called from any goroutine at any time; it is how views
 // read the collector, which has no presentation code of its own.
 package collector

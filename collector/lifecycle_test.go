@@ -81,3 +81,63 @@ func TestStaleFinalSummarySaysSo(t *testing.T) {
 		}
 	})
 }
+
+// After Redis loses its data (a restart without persistence) the running
+// collector writes the job and its whole checkpoint again, the workers
+// sample on, and a collector started afterwards converges on the same N.
+func TestConvergesAfterRedisLosesItsData(t *testing.T) {
+	srv := redistest.Start(t)
+	open := func() *redisbus.Bus {
+		b, err := redisbus.Open(srv.URL(), "wipe", redisbus.Options{Log: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	bus1, wbus, probe := open(), open(), open()
+	cfg := collector.Config{CheckpointEvery: 50 * time.Millisecond, VerifyFraction: 1e-9, Name: "first"}
+	c1 := newCollector(t, bus1, cfg)
+	ctx1, stop1 := context.WithCancel(context.Background())
+	done1 := make(chan error, 1)
+	go func() { done1 <- c1.Run(ctx1) }()
+	<-c1.Loaded()
+	w, err := worker.New(wbus, worker.Config{ID: "w", Threads: 1, Batch: 1 << 16, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWorker := context.WithCancel(context.Background())
+	wdone := make(chan error, 1)
+	go func() { wdone <- w.Run(wctx) }()
+	waitFor(t, func() bool { return c1.Summary().Batches >= 5 })
+
+	srv.Restart() // empty: no persistence
+	waitFor(t, func() bool { b, _ := probe.State(context.Background()); return b != nil })
+	after := c1.Summary().Batches
+	waitFor(t, func() bool { return c1.Summary().Batches >= after+5 }) // the worker sampled on
+	select {
+	case err := <-wdone:
+		t.Fatalf("the worker stopped at the loss: %v", err)
+	default:
+	}
+	stopWorker()
+	if err := <-wdone; err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Name = "second"
+	c2 := newCollector(t, open(), cfg)
+	ctx2, stop2 := context.WithCancel(context.Background())
+	done2 := make(chan error, 1)
+	go func() { done2 <- c2.Run(ctx2) }()
+	<-c2.Loaded()
+	waitFor(t, func() bool {
+		s1, s2 := c1.Summary(), c2.Summary()
+		return s1.Job == s2.Job && s1.N == s2.N && s1.Hits == s2.Hits
+	})
+	t.Logf("both collectors: job %s, N %v", c1.Summary().Job, c1.Summary().N)
+	stop1()
+	stop2()
+	<-done1
+	<-done2
+}

@@ -265,6 +265,16 @@ func testState(t *testing.T, open Open) {
 	if b, err := bus.State(ctx); string(b) != `{"status":"done"}` || err != nil {
 		t.Fatalf("State = %q, %v", b, err)
 	}
+	if ok, err := bus.RestoreState(ctx, []byte(`{"status":"old"}`)); ok || err != nil {
+		t.Fatalf("RestoreState over a state = %v, %v; want false: it writes only where there is none", ok, err)
+	}
+	must(t, bus.Reset(ctx))
+	if ok, err := bus.RestoreState(ctx, []byte(`{"status":"old"}`)); !ok || err != nil {
+		t.Fatalf("RestoreState where there is none = %v, %v; want true", ok, err)
+	}
+	if b, err := bus.State(ctx); string(b) != `{"status":"old"}` || err != nil {
+		t.Fatalf("State after RestoreState = %q, %v", b, err)
+	}
 }
 
 func testReset(t *testing.T, open Open) {

@@ -238,6 +238,15 @@ func (b *Bus) SetState(ctx context.Context, state []byte) error {
 	return b.Bus.SetState(ctx, state)
 }
 
+// RestoreState writes the job state if there is none, with the faults of
+// SetState.
+func (b *Bus) RestoreState(ctx context.Context, state []byte) (bool, error) {
+	if err := b.enter(ctx, SetState); err != nil {
+		return false, err
+	}
+	return b.Bus.RestoreState(ctx, state)
+}
+
 // Heartbeat publishes presence, with the faults of Heartbeat.
 func (b *Bus) Heartbeat(ctx context.Context, worker string, msg []byte) error {
 	if err := b.enter(ctx, Heartbeat); err != nil {

@@ -267,6 +267,18 @@ func (b *Bus) State(context.Context) ([]byte, error) {
 	return slices.Clone(b.state), nil
 }
 
+// RestoreState writes the job state only if there is none, and reports
+// whether it wrote.
+func (b *Bus) RestoreState(_ context.Context, state []byte) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state != nil {
+		return false, nil
+	}
+	b.state = slices.Clone(state)
+	return true, nil
+}
+
 // SetState writes the job state and publishes it on the control channel.
 func (b *Bus) SetState(_ context.Context, state []byte) error {
 	state = slices.Clone(state)

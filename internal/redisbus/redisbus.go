@@ -371,6 +371,17 @@ func (b *Bus) SetState(ctx context.Context, state []byte) error {
 	return nil
 }
 
+// RestoreState writes the job state only if there is none (SET NX), and
+// reports whether it wrote: after Redis lost its data, a concurrent reset's
+// new job wins over the old one restored.
+func (b *Bus) RestoreState(ctx context.Context, state []byte) (bool, error) {
+	ok, err := b.rdb.SetNX(ctx, b.k.State, state, 0).Result()
+	if err != nil {
+		return false, classify(fmt.Errorf("restore %s: %w", b.k.State, err))
+	}
+	return ok, nil
+}
+
 // Reset deletes the job: its ledger, checkpoint, readers, quarantine and
 // state (and a v1 job's totals).
 func (b *Bus) Reset(ctx context.Context) error {
