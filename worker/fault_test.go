@@ -414,3 +414,42 @@ func TestWaitsForTheJob(t *testing.T) {
 		}
 	})
 }
+
+// When Redis loses its data the job state is gone: the worker samples on
+// (the collector writes the state again) and stops only for another job.
+func TestSamplesOnWhenTheStateIsGone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bus := slowBus(t)
+		w, l := newLoggedWorker(t, bus, worker.Config{ID: "w", Threads: 1, Batch: 1 << 12, QueueLimit: 1})
+		done := make(chan error, 1)
+		go func() { done <- w.Run(t.Context()) }()
+		time.Sleep(3 * time.Second)
+		if err := bus.Bus.Reset(t.Context()); err != nil { // the loss
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Second)
+		if ok, err := bus.Bus.RestoreState(t.Context(), wire.EncodeState(testJob)); !ok || err != nil {
+			t.Fatal("restore", ok, err)
+		}
+		time.Sleep(5 * time.Second)
+		select {
+		case err := <-done:
+			t.Fatalf("the worker stopped when the state was gone: %v", err)
+		default:
+		}
+		if es, _ := ledger(t, bus.Bus, "w"); len(es) < 8 || !l.has("the job state is gone") || !l.has("the job state is back") {
+			t.Fatalf("%d entries since the loss, logs %q", len(es), l.msgs)
+		}
+		other := testJob
+		other.Job = "00000000000000ff"
+		if err := bus.Bus.SetState(t.Context(), wire.EncodeState(other)); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if !l.has("reason=job reset") {
+			t.Fatalf("logs %q: want reason job reset", l.msgs)
+		}
+	})
+}

@@ -51,6 +51,8 @@ type Worker struct {
 	// lastSaid is when the worker last told the bus it is alive (an entry
 	// or a heartbeat), in Unix nanoseconds.
 	lastSaid atomic.Int64
+	// stateGone is whether the job state was missing at the last look.
+	stateGone atomic.Bool
 }
 
 // New returns a worker that reports to bus.
@@ -501,8 +503,9 @@ func (w *Worker) presence(ctx context.Context, status string) {
 }
 
 // checkState stops sampling when the job is done or is another job now. An
-// unreadable state is no stop: it is read again at the next append; only a
-// permanent error is returned.
+// unreadable or missing state is no stop: it is read again at the next
+// append (after a loss of Redis's data the collector writes it again, and a
+// reset writes a new job's); only a permanent error is returned.
 func (w *Worker) checkState(ctx context.Context, jobID string, stop context.CancelCauseFunc) error {
 	b, err := w.bus.State(ctx)
 	if backoff.IsPermanent(err) {
@@ -511,9 +514,14 @@ func (w *Worker) checkState(ctx context.Context, jobID string, stop context.Canc
 	if err != nil {
 		return nil
 	}
-	if b == nil {
-		stop(errJobChanged)
+	if b == nil { // Redis lost its data, or a reset is under way: the collector writes the state again
+		if !w.stateGone.Swap(true) {
+			w.cfg.Logger.Warn("the job state is gone (Redis lost its data?): sampling goes on until a collector writes it again", "worker", w.cfg.ID)
+		}
 		return nil
+	}
+	if w.stateGone.Swap(false) {
+		w.cfg.Logger.Info("the job state is back", "worker", w.cfg.ID)
 	}
 	s, err := wire.DecodeState(b)
 	switch {
