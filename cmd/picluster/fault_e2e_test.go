@@ -109,7 +109,7 @@ func TestPermanentErrorsEndTheCommand(t *testing.T) {
 func TestInterruptWhileWaitingForRedis(t *testing.T) {
 	down := redistest.Start(t)
 	down.Stop()
-	for _, cmd := range []string{"worker", "collector"} {
+	for _, cmd := range []string{"worker", "collector", "run"} {
 		t.Run(cmd, func(t *testing.T) {
 			p := start(t, cmd, "--redis", down.URL())
 			p.waitOutput(t, "bus unavailable; retrying", 10*time.Second)
