@@ -85,7 +85,7 @@ func TestFinalGrace(t *testing.T) {
 		late := make(chan struct{})
 		go func() {
 			defer close(late)
-			for i := range 20 {
+			for i := range 40 { // past the grace
 				time.Sleep(time.Second)
 				alive()
 				if i == 5 {
@@ -121,6 +121,24 @@ func TestMinSamples(t *testing.T) {
 		appendEntries(t, bus.Bus, nil, entry(st, "w", 2, 1<<14, 0))
 		if err := <-done; err != nil || c.Summary().StoppedBy != "target" {
 			t.Fatalf("Run = %v, stopped by %q; want the target at MinSamples", err, c.Summary().StoppedBy)
+		}
+	})
+}
+
+// A worker that vanishes (silent for three heartbeats) is not waited for
+// to the end of the final grace.
+func TestFinalGraceEndsWhenWorkersVanish(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bus := faultbus.New(membus.New())
+		c := newCollector(t, bus, collector.Config{TargetSE: 0.02, MinSamples: 1, VerifyFraction: 1e-9, FinalGrace: time.Minute})
+		st, done := loaded(t, c, bus, t.Context())
+		start := time.Now()
+		appendEntries(t, bus.Bus, nil, entry(st, "w", 1, 1<<14, 0))
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > 3*wire.HeartbeatInterval+time.Second {
+			t.Errorf("Run returned %v after the target, want once the worker vanished (%v)", took, 3*wire.HeartbeatInterval)
 		}
 	})
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/picluster/picluster/internal/wire"
 )
 
 // StopCause is why a collector stopped, recorded in Summary.StoppedBy. Give
@@ -65,36 +67,46 @@ func (c *Collector) awaitGoodbyes(ctx context.Context) {
 		if _, err := c.catchUp(ctx); err != nil {
 			return
 		}
-		waiting := c.stillWorking()
+		waiting, due := c.stillWorking()
 		if waiting == 0 {
 			return
 		}
+		vanish := time.NewTimer(max(0, due.Sub(c.cfg.Now())) + time.Millisecond)
 		select {
+		case <-vanish.C: // a worker silent for so long has vanished: count again
 		case <-c.bye:
 		case <-timer.C:
 			c.log.Warn("workers still sampling after the final grace; their last entries come too late for this summary",
 				"workers", waiting, "grace", c.cfg.FinalGrace)
 			return
 		case <-ctx.Done():
+			vanish.Stop()
 			return
 		}
+		vanish.Stop()
 	}
 }
 
 // stillWorking counts the credited workers that have neither said goodbye
-// nor vanished.
-func (c *Collector) stillWorking() int {
+// nor vanished, and returns when the first of them will have vanished if
+// it stays silent.
+func (c *Collector) stillWorking() (int, time.Time) {
 	now := c.cfg.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := 0
+	n, first := 0, time.Time{}
 	for id, cr := range c.pool.workers {
 		if _, q := c.pool.quarantined[id]; q || c.goodbye[id] {
 			continue
 		}
-		if presence(now, c.pool.seen[id], cr.Seconds, false) == "alive" {
+		seen := c.pool.seen[id]
+		if presence(now, seen, cr.Seconds, false) == "alive" {
 			n++
+			due := seen.Add(max(3*wire.HeartbeatInterval, time.Duration(3*cr.Seconds*float64(time.Second))))
+			if first.IsZero() || due.Before(first) {
+				first = due
+			}
 		}
 	}
-	return n
+	return n, first
 }
