@@ -52,6 +52,9 @@ type Bus interface {
 	State(ctx context.Context) ([]byte, error)
 	// SetState writes the job state and publishes it on the control channel.
 	SetState(ctx context.Context, state []byte) error
+	// RestoreState writes the job state only if there is none, and reports
+	// whether it wrote.
+	RestoreState(ctx context.Context, state []byte) (bool, error)
 	// Reset deletes the job: ledger, checkpoint, readers, quarantine, state.
 	Reset(ctx context.Context) error
 }
@@ -111,6 +114,10 @@ type Config struct {
 	// LedgerWindow is how long credited entries stay in the ledger for
 	// `picluster verify`. Default 60s.
 	LedgerWindow time.Duration
+	// FinalGrace bounds how long, once the target is reached, the
+	// collector waits for the workers' last entries (until each has said
+	// goodbye) before its final summary. Default DefaultFinalGrace.
+	FinalGrace time.Duration
 	// Logger receives the collector's logs. Default: slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default: time.Now.
@@ -171,6 +178,9 @@ func (c Config) withDefaults() Config {
 	if c.LedgerWindow == 0 {
 		c.LedgerWindow = time.Minute
 	}
+	if c.FinalGrace == 0 {
+		c.FinalGrace = DefaultFinalGrace
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -209,7 +219,11 @@ type Collector struct {
 	started  time.Time
 	baseN    mcpi.Count // N when the start-up read finished: the rate counts only new samples
 	synced   bool
-	stopped  string
+	stopped  string          // a StopCause once stopped
+	stale    string          // why the final read failed, "" if it did not
+	goodbye  map[string]bool // workers whose last presence message was a goodbye
+	bye      chan struct{}   // poked on every goodbye
+	loaded   chan struct{}   // closed once the job is loaded
 }
 
 // New returns a collector that reads from bus.
@@ -219,7 +233,8 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 	}
 	cfg = cfg.withDefaults()
 	c := &Collector{cfg: cfg, bus: bus, log: cfg.Logger, pool: newPool(), dirty: make(map[string]bool),
-		rejected: make(map[wire.Reason]uint64), logged: make(map[string]bool), started: cfg.Now()}
+		rejected: make(map[wire.Reason]uint64), logged: make(map[string]bool), started: cfg.Now(),
+		goodbye: make(map[string]bool), bye: make(chan struct{}, 1), loaded: make(chan struct{})}
 	c.ver = newVerifier(c)
 	return c, nil
 }
@@ -231,9 +246,14 @@ const FinalSyncTimeout = 3 * time.Second
 const ledgerPage = 1000
 
 // Run collects until the target is reached (it returns nil) or ctx is done
-// (it returns ctx's error). When cancelled it reads the rest of the ledger
-// once more, for at most FinalSyncTimeout, so that the final Summary
-// includes every entry that reached the bus, and checkpoints.
+// (it returns ctx's error), and records why in Summary.StoppedBy: the
+// StopCause of ctx's cause, StopSignal for a plain cancellation. At the
+// target it waits up to FinalGrace for the workers' last entries; when
+// cancelled it reads the rest of the ledger once more, for at most
+// FinalSyncTimeout; either way the final Summary includes every entry that
+// reached the bus, and is checkpointed. If that final read fails, Run's
+// error wraps ErrStale and Summary.Stale says why. Every goroutine Run
+// starts has ended when it returns.
 func (c *Collector) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
@@ -242,28 +262,62 @@ func (c *Collector) Run(ctx context.Context) error {
 	msgs := c.bus.Subscribe(runCtx) // before the job is announced, so no anonymous batch is missed
 	wg.Go(func() { c.listen(msgs) })
 	if err := c.prepare(ctx); err != nil {
+		if ctx.Err() != nil && !backoff.IsPermanent(err) {
+			c.stop(causeOf(context.Cause(ctx)))
+			return fmt.Errorf("%w: %w", ErrNoJob, err)
+		}
+		c.stop(StopError)
 		return err
 	}
+	close(c.loaded)
 	wg.Go(func() { c.ver.run(runCtx) })
 	wg.Go(func() { c.tend(runCtx, cancel) })
 
 	err := c.read(runCtx)
-	if errors.Is(context.Cause(runCtx), ErrJobReset) {
+	switch {
+	case errors.Is(context.Cause(runCtx), ErrJobReset):
+		c.stop(StopError)
 		return ErrJobReset
-	}
-	if ctx.Err() != nil {
-		syncCtx, cancelSync := context.WithTimeout(context.WithoutCancel(ctx), FinalSyncTimeout)
-		defer cancelSync()
-		if n, err := c.catchUp(syncCtx); err == nil {
-			c.log.Info("final read of the ledger", "entries", n)
+	case ctx.Err() != nil:
+		c.stop(causeOf(context.Cause(ctx)))
+		if err := c.finalRead(ctx); err != nil {
+			return err
 		}
-		c.checkpoint(syncCtx)
 		return ctx.Err()
+	case err != nil:
+		c.stop(StopError)
+		return err
 	}
-	if err == nil {
-		c.checkpoint(ctx)
+	c.stop(StopTarget)
+	c.awaitGoodbyes(ctx)
+	return c.finalRead(ctx)
+}
+
+// finalRead credits the rest of the ledger, for at most FinalSyncTimeout
+// even when ctx is done, and checkpoints.
+func (c *Collector) finalRead(ctx context.Context) error {
+	syncCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FinalSyncTimeout)
+	defer cancel()
+	n, err := c.catchUp(syncCtx)
+	if err != nil {
+		return c.staleErr(err)
 	}
-	return err
+	c.log.Info("final read of the ledger", "entries", n)
+	c.checkpoint(syncCtx)
+	return nil
+}
+
+// Loaded is closed once Run has loaded the job: from then on, cancelling
+// Run gives a summary of the job.
+func (c *Collector) Loaded() <-chan struct{} { return c.loaded }
+
+// staleErr records that the final read failed and returns the error.
+func (c *Collector) staleErr(err error) error {
+	c.mu.Lock()
+	c.stale = err.Error()
+	c.mu.Unlock()
+	c.log.Error("the final read of the ledger failed: the summary may miss entries", "err", err)
+	return fmt.Errorf("%w: %w", ErrStale, err)
 }
 
 // prepare resets the job if asked, adopts the job in the state or creates
@@ -410,6 +464,9 @@ func (c *Collector) read(ctx context.Context) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				break
+			}
+			if backoff.IsPermanent(err) {
+				return err
 			}
 			if bo.Failures() == 0 {
 				c.log.Warn("reading the ledger failed; retrying", "err", err)
@@ -678,6 +735,13 @@ func (c *Collector) HandlePresence(payload []byte) {
 	}
 	c.pool.seen[p.Worker] = c.cfg.Now()
 	c.pool.left[p.Worker] = p.Status == wire.Left
+	c.goodbye[p.Worker] = p.Status == wire.Left
+	if p.Status == wire.Left {
+		select {
+		case c.bye <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // targetReached reports whether the job can be declared done: the SE is at
@@ -713,7 +777,6 @@ func (c *Collector) finish(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	c.job = state
-	c.stopped = "target"
 	c.mu.Unlock()
 	c.log.Info("target reached; the job is done", "pi", float64(s.Pi), "stderr", float64(s.StdErr), "target_se", c.cfg.TargetSE)
 	return nil

@@ -195,7 +195,9 @@ func TestRestartAndTwoCollectorsAgree(t *testing.T) {
 
 func TestStopsAtTarget(t *testing.T) {
 	bus := membus.New()
-	c := newCollector(t, bus, collector.Config{TargetSE: 2e-3, MinSamples: 1, VerifyFraction: 0.01})
+	// No worker says goodbye here: the final grace would wait for "w" to
+	// vanish (6 s).
+	c := newCollector(t, bus, collector.Config{TargetSE: 2e-3, MinSamples: 1, VerifyFraction: 0.01, FinalGrace: time.Second})
 	st, done := started(t, c, bus)
 	// SE ≈ 1.64/√N reaches 2e-3 at N ≈ 6.7e5.
 	for seq := uint64(1); seq <= 200; seq++ {
@@ -228,7 +230,11 @@ func TestResetStartsANewJob(t *testing.T) {
 	c := newCollector(t, bus, collector.Config{Reset: true})
 	started(t, c, bus)
 	var st wire.State
-	waitFor(t, func() bool { b, _ := bus.State(ctx); st, _ = wire.DecodeState(b); return st.Job != old.Job })
+	waitFor(t, func() bool {
+		b, _ := bus.State(ctx)
+		st, _ = wire.DecodeState(b)
+		return st.Job != "" && st.Job != old.Job
+	})
 	if st.Status != wire.Running {
 		t.Fatalf("state after --reset: %+v", st)
 	}

@@ -120,10 +120,39 @@
 // floor under the error, as large as the SE of a job of 3·10¹⁸ samples.
 // Anonymous batches from other samplers have biases of their own.
 //
+// # Stopping
+//
 // When Config.TargetSE is set and the pooled standard error reaches it (with
 // at least MinSamples, and at most MaxUnverified of N waiting for replay),
-// Run writes the job state "done", publishes it on the control channel and
-// returns nil. Run returns ctx's error when cancelled. Summary may be called
-// from any goroutine at any time; it is how views read the collector, which
-// has no presentation code of its own.
+// Run writes the job state "done" and publishes a stop on the control
+// channel.
+// Then it waits, for at most Config.FinalGrace, until every credited worker
+// has said goodbye (a worker publishes its goodbye after its last append)
+// or vanished, crediting the ledger as it goes, and reads the ledger once
+// more: the final N and hits are the ledger's sums. It returns nil.
+//
+// Run returns ctx's error when cancelled, after a last read of the ledger
+// (at most FinalSyncTimeout). Summary.StoppedBy records why it stopped: the
+// StopCause carried by ctx's cause (StopDuration, StopWorkers), StopSignal
+// for a plain cancellation, StopTarget, or StopError. A final read that
+// fails is never silent: Run's error wraps ErrStale and Summary.Stale says
+// why. If ctx ends before the job was loaded, the error wraps ErrNoJob. A
+// permanent bus error (backoff.IsPermanent) ends Run at once with that
+// error, and a job state that names another job (someone ran --reset) with
+// ErrJobReset. Every goroutine Run starts has ended when it returns.
+//
+// # A loss of Redis's data
+//
+// When the job state vanishes (Redis restarted without persistence), the
+// running collector writes it again (only if none was written meanwhile: a
+// reset's new job wins), with the quarantine and, at the next checkpoint,
+// every worker's credit; workers sample on meanwhile. A collector started
+// afterwards loads that checkpoint and converges on the same N. What the
+// loss costs: the ledger entries appended before it and not yet credited
+// (at most about one read's worth), and the ledger window kept for picluster
+// verify. A collector started in the CheckpointEvery before the state is
+// written again makes a new job instead.
+//
+// Summary may be called from any goroutine at any time; it is how views
+// read the collector, which has no presentation code of its own.
 package collector

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -42,12 +43,13 @@ func (c *Collector) tend(ctx context.Context, stop context.CancelCauseFunc) {
 			return
 		case <-t.C:
 		}
-		if b, err := c.bus.State(ctx); err == nil {
+		c.restore(ctx) // the state gone (Redis lost its data): write the job again
+		if b, err := c.bus.State(ctx); err == nil && b != nil {
 			st, err := wire.DecodeState(b)
 			c.mu.Lock()
 			mine := c.job.Job
 			c.mu.Unlock()
-			if b == nil || err == nil && st.Job != mine {
+			if err == nil && st.Job != mine {
 				c.log.Error(ErrJobReset.Error(), "job", mine, "now", st.Job)
 				stop(ErrJobReset)
 				return
@@ -61,6 +63,41 @@ func (c *Collector) tend(ctx context.Context, stop context.CancelCauseFunc) {
 			c.log.Warn("trimming the ledger failed; retrying at the next checkpoint", "err", err)
 		}
 	}
+}
+
+// restore writes the job state, the quarantine and, at the next checkpoint,
+// every credit again when the state has vanished: Redis lost its data (a
+// restart without persistence). Every collector then converges on this
+// one's credits; ledger entries appended before the loss and not yet
+// credited are lost. A state written meanwhile (a reset's new job) wins.
+func (c *Collector) restore(ctx context.Context) {
+	b, err := c.bus.State(ctx)
+	if err != nil || b != nil {
+		return
+	}
+	c.mu.Lock()
+	s := c.job
+	quarantined := maps.Clone(c.pool.quarantined)
+	c.mu.Unlock()
+	if s.Job == "" {
+		return
+	}
+	ok, err := c.bus.RestoreState(ctx, wire.EncodeState(s))
+	if err != nil || !ok {
+		return
+	}
+	c.log.Warn("the job state was gone (Redis lost its data?): wrote the job and its whole checkpoint again; entries not yet credited are lost",
+		"job", s.Job)
+	for id, rec := range quarantined {
+		if b, err := json.Marshal(rec); err == nil {
+			_ = c.bus.Quarantine(ctx, id, b)
+		}
+	}
+	c.mu.Lock()
+	for id := range c.pool.workers {
+		c.dirty[id] = true
+	}
+	c.mu.Unlock()
 }
 
 // checkpoint saves the credits changed since the last checkpoint with the

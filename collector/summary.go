@@ -67,9 +67,12 @@ type Summary struct {
 	// SamplesPerS is the rate of the samples credited since the collector
 	// started (those it found in Redis at start not counted); null before any.
 	SamplesPerS Float `json:"samples_per_s"`
-	// StoppedBy is why the collector stopped: "target", "duration" or
-	// "signal"; absent while it runs.
+	// StoppedBy is why the collector stopped, a StopCause: "target",
+	// "duration", "signal", "workers" or "error"; absent while it runs.
 	StoppedBy string `json:"stopped_by,omitempty"`
+	// Stale, when not empty, says why the final read of the ledger failed:
+	// N may miss entries that reached the bus.
+	Stale string `json:"stale,omitempty"`
 	// TargetSE is the standard error at which the job stops (--target-se,
 	// --target-digits); absent without a target.
 	TargetSE Float `json:"target_se,omitempty"`
@@ -120,7 +123,7 @@ func (c *Collector) Summary() Summary {
 		Bias: mcpi.PiBias, PiDigits: CertainDigits(t.Pi(), lo, hi), AnonymousN: c.pool.anon.N,
 		Workers: len(c.pool.workers) - len(c.pool.quarantined), Batches: c.pool.batches, Anonymous: c.pool.anonBatches,
 		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: c.pool.duplicates, Gaps: c.pool.gaps,
-		LedgerPos: c.pool.pos, Seconds: Float(secs), StoppedBy: c.stopped, TargetSE: Float(c.cfg.TargetSE), Accepted: c.pool.accepted,
+		LedgerPos: c.pool.pos, Seconds: Float(secs), StoppedBy: c.stopped, Stale: c.stale, TargetSE: Float(c.cfg.TargetSE), Accepted: c.pool.accepted,
 		Verification: ver, Quarantined: []QuarantineInfo{},
 	}
 	for r, n := range c.rejected {

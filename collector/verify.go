@@ -20,9 +20,11 @@ import (
 //	P = min(1, max(f·n/m, K·n/N))
 //
 // where f is Config.VerifyFraction, m the mean n of the entries credited
-// before it, N the pooled samples with it, and K = ShareChecks. The first
-// term spends f of the cluster's work (f·E[n²]/E[n]² in general) on checks
-// spread over everyone. The second makes checks follow influence: an entry
+// before it, N the pooled samples with it, and K = ShareChecks in secure
+// mode, 0 in open mode (where anyone may write anything under any id, and
+// the job is on a network its owner trusts). The first term spends f of the
+// cluster's work (f·E[n²]/E[n]² in general) on checks spread over everyone.
+// The second makes checks follow influence: an entry
 // holding σ of the pool is chosen with probability ≥ min(1, Kσ), so a worker
 // that supplies a share s of the job's samples has at least about K·s of its
 // entries replayed, whatever the sizes of its entries and of everyone
@@ -104,7 +106,11 @@ func (v *verifier) choose(e wire.Entry, p *pool) (pick, bool) {
 	n := float64(e.N)
 	prob := 1.0
 	if v.count > 0 {
-		prob = min(1, max(v.c.cfg.VerifyFraction*n*v.count/v.s1, ShareChecks*n/p.total.N.Float64()))
+		prob = v.c.cfg.VerifyFraction * n * v.count / v.s1
+		if v.c.cfg.Key != nil { // secure mode: checks follow influence too
+			prob = max(prob, ShareChecks*n/p.total.N.Float64())
+		}
+		prob = min(1, prob)
 	}
 	v.s1 += n
 	v.count++

@@ -32,10 +32,25 @@ type Batch struct {
 // goroutines: that is how a batch is split across threads. It allocates
 // nothing.
 func (b Batch) GroupHits(g int, k Kernel) uint64 {
+	h, _ := b.GroupHitsStop(g, k, nil)
+	return h
+}
+
+// ChunkSteps is the most steps (GroupLanes points each, 2¹⁹ points in all)
+// one kernel call takes: BenchmarkKernel (2¹⁵ steps a call) puts a chunk at
+// about 0.2 ms on AVX-512 and 1.3 ms on the pure-Go kernel on a 2026 Xeon
+// core, far under 10 ms. An assembly call cannot be preempted,
+// so a stop-the-world pause or a cancellation waits for at most one chunk.
+const ChunkSteps = 1 << 14
+
+// GroupHitsStop is GroupHits that asks stop, when not nil, before every
+// chunk of ChunkSteps steps and gives up, returning false, when it returns
+// true. The hits do not depend on the chunking.
+func (b Batch) GroupHitsStop(g int, k Kernel, stop func() bool) (uint64, bool) {
 	steps, extra := b.N/Lanes, int(b.N%Lanes) // lanes below extra draw one more point
 	first := g * GroupLanes
 	if steps == 0 && first >= extra {
-		return 0
+		return 0, true
 	}
 	var blk block
 	base := b.base()
@@ -43,13 +58,18 @@ func (b Batch) GroupHits(g int, k Kernel) uint64 {
 		blk.s[0][i], blk.s[1][i], blk.s[2][i], blk.s[3][i] = seedLane(base, first+i)
 	}
 	var misses uint64
-	if steps > 0 {
-		misses = k.fn(&blk, steps)
+	for left := steps; left > 0; { // the kernel leaves each lane's state advanced: chunks continue it
+		if stop != nil && stop() {
+			return 0, false
+		}
+		c := min(left, ChunkSteps)
+		misses += k.fn(&blk, c)
+		left -= c
 	}
 	for i := 0; i < GroupLanes && first+i < extra; i++ {
 		misses += stepLane(&blk, i)
 	}
-	return uint64(GroupLanes)*steps + uint64(max(0, min(GroupLanes, extra-first))) - misses
+	return uint64(GroupLanes)*steps + uint64(max(0, min(GroupLanes, extra-first))) - misses, true
 }
 
 // Hits returns the batch's hits, computed group by group on this goroutine.

@@ -53,6 +53,13 @@ type Config struct {
 	// FlushTimeout bounds how long the queued entries may take to reach the
 	// bus when the worker stops. Default 10s.
 	FlushTimeout time.Duration
+	// LeaseTTL is how long the worker's lease on its id lasts unless
+	// renewed; it is renewed every LeaseTTL/3. A worker killed without a
+	// goodbye blocks its id for at most this long. Default DefaultLeaseTTL.
+	LeaseTTL time.Duration
+	// Heartbeat is how long the publisher may stay silent (no entry, no
+	// heartbeat) before it says it is alive. Default wire.HeartbeatInterval.
+	Heartbeat time.Duration
 	// Logger receives the worker's logs. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -72,6 +79,8 @@ func (c Config) Validate() error {
 		return errors.New("queue limit: must be ≥ 0")
 	case c.FlushTimeout < 0:
 		return errors.New("flush timeout: must be ≥ 0")
+	case c.LeaseTTL < 0 || c.Heartbeat < 0:
+		return errors.New("lease TTL and heartbeat: must be ≥ 0")
 	}
 	return nil
 }
@@ -104,11 +113,20 @@ func (c Config) withDefaults() Config {
 	if c.FlushTimeout == 0 {
 		c.FlushTimeout = 10 * time.Second
 	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = wire.HeartbeatInterval
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c
 }
+
+// DefaultLeaseTTL is Config.LeaseTTL's default: five heartbeats.
+const DefaultLeaseTTL = 5 * wire.HeartbeatInterval
 
 func randomUint64() uint64 {
 	var b [8]byte

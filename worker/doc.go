@@ -1,30 +1,54 @@
-// Package worker runs picluster's sampling loop on all cores and appends
-// its batches to the job's ledger.
+// Package worker runs picluster's sampling loop on all cores and appends its
+// batches to the job's ledger.
 //
-// A Worker waits for the job state a collector writes (job id, seed, cap on
-// samples per entry), finds where its entries end (its credit in the
-// checkpoint, then its own signed entries in the ledger after it) and draws
-// batches (mcpi.Batch) from seq+1 on, each split across Config.Threads
-// goroutines. Every batch is one ledger entry: encoded, signed with the
-// worker's key (secure mode) and put in a bounded queue that a publisher
-// goroutine appends to the bus in order, many entries per MULTI/EXEC. While
-// the bus is unreachable it retries with backoff and sampling goes on; past
-// Config.QueueLimit entries sampling waits, so no drawn batch is ever
-// dropped. A worker keeps one entry size for its life in a job (Config.Batch,
-// or what takes about BatchTime, measured at the start on unpublished
-// batches): the collector refuses a change, so no worker can pick the size
-// of a batch after seeing it.
+// A Worker draws batches (mcpi.Batch) one after another, each split across
+// Config.Threads goroutines, and queues each as a signed ledger entry
+// (wire.Entry: worker, seq, n, hits, …) of the job's seed and of one size
+// for the worker's life in the job (Config.Batch, or what takes about
+// BatchTime, measured on unpublished batches), so that no worker picks a
+// batch's size after seeing it. A publisher goroutine appends the
+// queue to the bus in order, many entries per append. While the bus is
+// unreachable it retries with backoff and sampling goes on, so a reconnect
+// loses nothing: the queue catches up. Past Config.QueueLimit entries the
+// sampler waits instead of dropping any.
 //
-// After each append, and whenever a message arrives on the control
-// channel, it reads the state, and leaves when the job is done or was reset
-// (another job id), abandoning the batch in flight.
+// # One worker per id
 //
-// Between appends the publisher sends a heartbeat (wire.Presence "alive")
-// every wire.HeartbeatInterval, and after the last entry a goodbye ("left").
+// Before anything else a worker takes a lease on its id ({C}:lease:<id> on
+// Redis: its random token, with a TTL of Config.LeaseTTL) and renews it
+// every LeaseTTL/3. When another worker holds it, the new one waits once for
+// that lease to run out — a dead worker's does, within LeaseTTL — and is
+// refused (ErrIDInUse) if it was renewed meanwhile. A worker that finds its
+// lease taken by another (it was cut off for longer than the TTL) stops with
+// ErrIDInUse, so two workers never append under one id. A worker that ends
+// releases its lease.
+//
+// Then it reads the job state (and leaves at once if the job is done) and
+// its place in the ledger (the checkpoint's credit and its own entries after
+// it), and resumes after its last entry. After every append and whenever a
+// message arrives on the control channel it reads the state again, and
+// leaves when the job is done or reset, abandoning the batch in flight.
+//
+// # Presence
+//
+// Apart from the publisher, so that a slow append never delays them, the
+// worker says it is alive (wire.Presence "alive") every Config.Heartbeat
+// unless an entry said so meanwhile, and renews its lease. After its last
+// entry it says goodbye ("left"), so collectors can tell a worker that left
+// from one that vanished, and can wait for a leaving worker's last entries.
+//
+// # Stopping and errors
 //
 // On cancellation (SIGINT, --duration, --max-batches) the batch in flight is
-// abandoned and the queued entries are flushed, with a grace period of
-// Config.FlushTimeout, before Run returns.
+// abandoned and the queue is flushed, for at most Config.FlushTimeout,
+// before Run returns; entries still queued then are logged as lost. A kernel
+// call takes at most mcpi.ChunkSteps steps, so cancellation waits for at
+// most a millisecond or so of sampling.
+//
+// Run returns nil when it stopped for any of those reasons, also when ctx
+// ends while it still waits for the bus. It returns an error when the bus
+// refuses it for good (backoff.IsPermanent: a wrong password, a missing ACL
+// permission, …), at start or mid-run, or when its id is in use.
 //
 // Hits is the parallel batch loop itself, shared with the bench harness.
 //

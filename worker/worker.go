@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +34,12 @@ type Bus interface {
 	// Control returns the messages published on the job's control channel
 	// until ctx is done, then closes the channel. It reconnects by itself.
 	Control(ctx context.Context) <-chan []byte
+	// Lease takes worker's lease for token for ttl if it is free, or renews
+	// it if token holds it. It reports whether token holds it and, if
+	// another token does, how long that lease has left.
+	Lease(ctx context.Context, worker, token string, ttl time.Duration) (held bool, left time.Duration, err error)
+	// Release ends token's lease on worker, if token holds it.
+	Release(ctx context.Context, worker, token string) error
 }
 
 // Worker samples and reports. Create one with New.
@@ -43,6 +48,11 @@ type Worker struct {
 	bus   Bus
 	stats stats                 // for Stats
 	q     atomic.Pointer[queue] // the queue of the current Run
+	// lastSaid is when the worker last told the bus it is alive (an entry
+	// or a heartbeat), in Unix nanoseconds.
+	lastSaid atomic.Int64
+	// stateGone is whether the job state was missing at the last look.
+	stateGone atomic.Bool
 }
 
 // New returns a worker that reports to bus.
@@ -60,7 +70,6 @@ var (
 	errJobDone    = errors.New("the job is done")
 	errJobChanged = errors.New("the job was reset")
 	errDuration   = errors.New("duration reached")
-	errLedgerFull = errors.New("the ledger takes no more entries; reset the job")
 )
 
 // job is what the worker knows of its job and of itself in it.
@@ -72,15 +81,34 @@ type job struct {
 }
 
 // Run samples until ctx is done, the job is done, or a limit of the Config is
-// reached, and returns nil in all those cases. It returns an error only when
-// it cannot work at all.
+// reached, and returns nil in all those cases (also when ctx ends while it
+// still waits for the bus). It returns an error when it cannot work at all:
+// a permanent bus error (backoff.IsPermanent: a wrong password, a missing
+// permission, …) ends it at once, even mid-run.
 func (w *Worker) Run(ctx context.Context) error {
 	cfg := w.cfg
 	log := cfg.Logger.With("worker", cfg.ID)
 	defer w.stats.stopped()
+	token := wire.FormatSeed(randomUint64()) // this run's claim on the id
+	if err := w.takeLease(ctx, log, token); err != nil {
+		if ctx.Err() != nil && !backoff.IsPermanent(err) {
+			log.Info("cancelled while waiting for the bus", "err", err)
+			return nil
+		}
+		return err
+	}
+	defer func() { // after the goodbye: a restart under this id need not wait for the TTL
+		relCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = w.bus.Release(relCtx, cfg.ID, token)
+	}()
 	j, err := w.start(ctx, log)
 	if errors.Is(err, errJobDone) {
 		log.Info("the job is already done; leaving")
+		return nil
+	}
+	if err != nil && ctx.Err() != nil && !backoff.IsPermanent(err) {
+		log.Info("cancelled while waiting for the bus", "err", err)
 		return nil
 	}
 	if err != nil {
@@ -108,26 +136,38 @@ func (w *Worker) Run(ctx context.Context) error {
 	q := newQueue(cfg.QueueLimit)
 	w.q.Store(q)
 	var wg sync.WaitGroup
-	wg.Go(func() { w.publish(pubCtx, q, j.state.Job, stop, log) })
+	var pubErr, kaErr error
+	kaCtx, stopKeepalive := context.WithCancel(pubCtx)
+	defer stopKeepalive()
+	wg.Go(func() { kaErr = w.keepalive(kaCtx, token, stop, log) })
+	wg.Go(func() { pubErr = w.publish(pubCtx, q, j.state.Job, stop, log); stopKeepalive() })
 
 	seq, total, err := w.sample(sampleCtx, j, q, log)
 	q.close()
 	flush := time.AfterFunc(cfg.FlushTimeout, cancelPub)
 	wg.Wait()
 	flush.Stop()
+	byeCtx, cancelBye := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	w.presence(byeCtx, wire.Left) // after the last entry: a clean goodbye
+	cancelBye()
+	pubErr = errors.Join(pubErr, kaErr)
 
 	why := "limit"
 	switch cause := context.Cause(sampleCtx); {
+	case pubErr != nil:
+		why = "bus error"
+		err = errors.Join(err, pubErr)
 	case errors.Is(cause, errJobDone):
 		why = "job done"
 	case errors.Is(cause, errJobChanged):
 		why = "job reset: this worker's entries belong to the old job"
 	case errors.Is(cause, errDuration):
 		why = "duration"
-	case errors.Is(cause, errLedgerFull):
-		return errLedgerFull
 	case ctx.Err() != nil:
 		why = "cancelled"
+		if c := context.Cause(ctx); c != ctx.Err() {
+			why = c.Error() // picluster run says why: the target, a duration
+		}
 	}
 	if left := q.len(); left > 0 {
 		log.Error("entries did not reach the bus before the flush timeout", "lost_entries", left)
@@ -291,6 +331,7 @@ func Hits(ctx context.Context, b mcpi.Batch, k mcpi.Kernel, threads int) (uint64
 	var next, done atomic.Int64
 	var total atomic.Uint64
 	var wg sync.WaitGroup
+	stop := func() bool { return ctx.Err() != nil } // between chunks: a cancellation waits for one chunk at most
 	for range max(1, min(threads, mcpi.Groups)) {
 		wg.Go(func() {
 			var h uint64
@@ -299,7 +340,11 @@ func Hits(ctx context.Context, b mcpi.Batch, k mcpi.Kernel, threads int) (uint64
 				if g >= mcpi.Groups {
 					break
 				}
-				h += b.GroupHits(int(g), k)
+				gh, ok := b.GroupHitsStop(int(g), k, stop)
+				if !ok {
+					break
+				}
+				h += gh
 				done.Add(1)
 			}
 			total.Add(h)
@@ -315,27 +360,28 @@ const appendMax = 512
 // publish appends the queued entries in order, many at a time, until the
 // queue is closed and empty, or ctx is done. After each append, and on every
 // control message, it reads the job state and stops sampling when the job is
-// done or was reset.
-func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop context.CancelCauseFunc, log *slog.Logger) {
+// done or was reset. A permanent bus error stops sampling and is returned.
+func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop context.CancelCauseFunc, log *slog.Logger) error {
 	ctrlCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	control := w.bus.Control(ctrlCtx)
-	heartbeat := time.NewTicker(wire.HeartbeatInterval)
-	defer heartbeat.Stop()
-	defer w.presence(ctx, wire.Left) // after the last entry: a clean goodbye
 	var bo backoff.Backoff
+	fail := func(err error) error {
+		log.Error("the bus refuses this worker for good", "err", err)
+		stop(err)
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			return
-		case <-heartbeat.C:
-			w.presence(ctx, wire.Alive)
-			continue
+			return nil
 		case _, ok := <-control:
 			if !ok {
 				control = nil
 			}
-			w.checkState(ctx, jobID, stop)
+			if err := w.checkState(ctx, jobID, stop); err != nil {
+				return fail(err)
+			}
 			continue
 		case <-q.ready:
 		}
@@ -343,15 +389,15 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 			batch, closed := q.peek(appendMax)
 			if len(batch) == 0 {
 				if closed {
-					return
+					return nil
 				}
 				break
 			}
 			err := w.bus.Append(ctx, signed(batch))
 			if err == nil {
 				q.drop(len(batch))
+				w.lastSaid.Store(time.Now().UnixNano()) // an entry says alive too
 				w.stats.published(batch[len(batch)-1].seq, time.Now())
-				heartbeat.Reset(wire.HeartbeatInterval) // an entry says alive too
 				if bo.Failures() > 0 {
 					log.Info("bus is back; the queued entries go through", "queued", q.len())
 				}
@@ -359,39 +405,123 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 				continue
 			}
 			w.stats.publishFailed()
-			if strings.Contains(err.Error(), "exhausted the last possible ID") {
-				// Someone holding the worker user appended an entry with the
-				// largest stream ID: no entry can follow it, now or after any wait.
-				log.Error("the ledger takes no more entries: its last ID is the largest possible (an XADD with an explicit ID); the job must be reset", "queued", q.len(), "err", err)
-				stop(errLedgerFull)
-				return
+			if backoff.IsPermanent(err) {
+				return fail(err)
 			}
 			if bo.Failures() == 0 {
 				log.Warn("append failed; sampling goes on and the queue catches up on reconnect", "queued", q.len(), "err", err)
 			}
 			if bo.Wait(ctx) != nil {
-				return
+				return nil
 			}
 		}
-		w.checkState(ctx, jobID, stop)
+		if err := w.checkState(ctx, jobID, stop); err != nil {
+			return fail(err)
+		}
 	}
+}
+
+// ErrIDInUse refuses a second worker under a live id.
+var ErrIDInUse = errors.New("another live worker holds this id's lease and renews it")
+
+// takeLease takes the lease on the worker's id, retrying transient errors.
+// When another worker holds it, it waits once for that lease to run out (a
+// dead worker's does, within LeaseTTL) and refuses if it was renewed.
+func (w *Worker) takeLease(ctx context.Context, log *slog.Logger, token string) error {
+	id, ttl := w.cfg.ID, w.cfg.LeaseTTL
+	waited := false
+	return backoff.Retry(ctx, log, "take the lease on this worker's id", func() error {
+		for {
+			held, left, err := w.bus.Lease(ctx, id, token, ttl)
+			switch {
+			case err != nil:
+				return err
+			case held:
+				return nil
+			case waited:
+				return backoff.Permanent(fmt.Errorf("worker id %q: %w; start this one under another --id", id, ErrIDInUse))
+			}
+			waited = true
+			log.Warn("another worker holds this id's lease; waiting for it to run out, as a dead worker's does", "left", left)
+			t := time.NewTimer(left + ttl/10)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return context.Cause(ctx)
+			case <-t.C:
+			}
+		}
+	})
+}
+
+// keepalive says the worker is alive every Heartbeat unless an entry said
+// so meanwhile, and renews the lease on its id every LeaseTTL/3, until ctx
+// is done; apart from the publisher, so that neither waits for an append.
+// A lease lost, or a permanent error, stops sampling and is returned.
+func (w *Worker) keepalive(ctx context.Context, token string, stop context.CancelCauseFunc, log *slog.Logger) error {
+	heartbeat := time.NewTicker(w.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	renew := time.NewTicker(w.cfg.LeaseTTL / 3)
+	defer renew.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-heartbeat.C:
+			if now.Sub(time.Unix(0, w.lastSaid.Load())) >= w.cfg.Heartbeat {
+				w.presence(ctx, wire.Alive)
+			}
+		case <-renew.C:
+			if err := w.renewLease(ctx, token); err != nil {
+				log.Error("stopping: the lease on this worker's id is lost", "err", err)
+				stop(err)
+				return err
+			}
+		}
+	}
+}
+
+// renewLease renews the lease on the worker's id. A transient error is no
+// harm (the next renewal comes well before the TTL); a lease that another
+// worker has taken meanwhile (this one was cut off for longer than the TTL)
+// ends the worker, so that two never append under one id.
+func (w *Worker) renewLease(ctx context.Context, token string) error {
+	held, _, err := w.bus.Lease(ctx, w.cfg.ID, token, w.cfg.LeaseTTL)
+	switch {
+	case backoff.IsPermanent(err):
+		return err
+	case err == nil && !held:
+		return fmt.Errorf("worker id %q: the lease was taken by another worker while this one was cut off; %w", w.cfg.ID, ErrIDInUse)
+	}
+	return nil
 }
 
 // presence publishes the worker's status; a lost heartbeat is harmless.
 func (w *Worker) presence(ctx context.Context, status string) {
+	w.lastSaid.Store(time.Now().UnixNano())
 	_ = w.bus.Heartbeat(ctx, w.cfg.ID, wire.EncodePresence(wire.Presence{Worker: w.cfg.ID, Status: status, At: time.Now()}))
 }
 
 // checkState stops sampling when the job is done or is another job now. An
-// unreadable state is no stop: it is read again at the next append.
-func (w *Worker) checkState(ctx context.Context, jobID string, stop context.CancelCauseFunc) {
+// unreadable or missing state is no stop: it is read again at the next
+// append (after a loss of Redis's data the collector writes it again, and a
+// reset writes a new job's); only a permanent error is returned.
+func (w *Worker) checkState(ctx context.Context, jobID string, stop context.CancelCauseFunc) error {
 	b, err := w.bus.State(ctx)
-	if err != nil {
-		return
+	if backoff.IsPermanent(err) {
+		return err
 	}
-	if b == nil {
-		stop(errJobChanged)
-		return
+	if err != nil {
+		return nil
+	}
+	if b == nil { // Redis lost its data, or a reset is under way: the collector writes the state again
+		if !w.stateGone.Swap(true) {
+			w.cfg.Logger.Warn("the job state is gone (Redis lost its data?): sampling goes on until a collector writes it again", "worker", w.cfg.ID)
+		}
+		return nil
+	}
+	if w.stateGone.Swap(false) {
+		w.cfg.Logger.Info("the job state is back", "worker", w.cfg.ID)
 	}
 	s, err := wire.DecodeState(b)
 	switch {
@@ -401,6 +531,7 @@ func (w *Worker) checkState(ctx context.Context, jobID string, stop context.Canc
 	case s.Status == wire.Done:
 		stop(errJobDone)
 	}
+	return nil
 }
 
 // Queued returns how many entries wait for the bus.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -292,7 +291,7 @@ func TestSignsWithItsKey(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	for _, c := range []worker.Config{{Threads: -1}, {BatchTime: -1}, {Duration: -1}, {QueueLimit: -1}, {ID: string(make([]byte, 200))}} {
+	for _, c := range []worker.Config{{Threads: -1}, {BatchTime: -1}, {Duration: -1}, {QueueLimit: -1}, {FlushTimeout: -1}, {LeaseTTL: -1}, {Heartbeat: -1}, {ID: string(make([]byte, 200))}} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v accepted", c)
 		}
@@ -321,27 +320,5 @@ func TestResumeIgnoresForgedEntries(t *testing.T) {
 		} else if err == nil || len(es) != 1 {
 			t.Errorf("without a key: %v, %d entries; want a refusal and no entry of seq 0", err, len(es))
 		}
-	}
-}
-
-// exhausted is a bus whose ledger was given the largest stream ID.
-type exhausted struct{ *membus.Bus }
-
-func (exhausted) Append(context.Context, []wire.Signed) error {
-	return errors.New("append 1 entries to {pi_collector}:ledger: ERR The stream has exhausted the last possible ID, unable to add more items")
-}
-
-// A ledger that can take no entry any more ends the worker with an error,
-// instead of a retry for ever.
-func TestStopsWhenTheLedgerIsExhausted(t *testing.T) {
-	w := newWorker(t, exhausted{newBus(t)}, worker.Config{ID: "w", Batch: 1000, FlushTimeout: time.Second})
-	done := runAsync(t, w, t.Context())
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "reset the job") {
-			t.Errorf("Run = %v, want the ledger-full error", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the worker retried a ledger that can take nothing")
 	}
 }

@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/internal/job"
 	"github.com/picluster/picluster/internal/membus"
 	"github.com/picluster/picluster/internal/redisbus"
 	"github.com/picluster/picluster/mcpi"
@@ -172,6 +171,7 @@ func (e *env) openRedis(c common, log *slog.Logger) (*redisbus.Bus, error) {
 		}
 		return nil, asUsage(err)
 	}
+	redisbus.SetLogger(log) // go-redis's own lines too go through slog
 	bus, err := redisbus.Open(c.redis, c.channel, redisbus.Options{TLS: &c.tls, Log: log})
 	if err != nil {
 		return nil, err
@@ -212,7 +212,7 @@ func (e *env) collectorCmd(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := withDuration(ctx, duration)
 	defer cancel()
-	return e.watch(ctx, col, cf, func() error { return col.Run(ctx) })
+	return e.watch(ctx, col, cf, func(ctx context.Context) error { return col.Run(ctx) })
 }
 
 func (e *env) runCmd(ctx context.Context, args []string) error {
@@ -275,36 +275,7 @@ func (e *env) runCmd(ctx context.Context, args []string) error {
 		ws = append(ws, w)
 	}
 
-	// The workers stop first (target, duration or signal) and flush; the
-	// collector stops after them, so its summary has their last reports.
 	runCtx, cancel := withDuration(ctx, duration)
 	defer cancel()
-	colCtx, stopCollector := context.WithCancelCause(context.WithoutCancel(ctx))
-	defer stopCollector(nil)
-	workCtx, stopWorkers := context.WithCancel(runCtx)
-	defer stopWorkers()
-	return e.watch(runCtx, col, cf, func() error {
-		var wg sync.WaitGroup
-		errs := make([]error, len(ws))
-		for i, w := range ws {
-			wg.Go(func() { errs[i] = w.Run(workCtx) })
-		}
-		colDone := make(chan error, 1)
-		go func() { colDone <- col.Run(colCtx) }()
-		var colErr error
-		select {
-		case colErr = <-colDone: // the target
-			stopWorkers()
-			wg.Wait()
-		case <-runCtx.Done():
-			stopWorkers()
-			wg.Wait()
-			stopCollector(context.Cause(runCtx))
-			colErr = <-colDone
-			if colErr != nil {
-				colErr = runCtx.Err()
-			}
-		}
-		return errors.Join(append(errs, colErr)...)
-	})
+	return e.watch(runCtx, col, cf, job.Job{Collector: col, Workers: ws}.Run)
 }

@@ -70,6 +70,11 @@ func TestACLRules(t *testing.T) {
 		{"GET", "{pi_collector}:state"},
 		{"HMGET", "{pi_collector}:checkpoint", "pos", "w:a"},
 		{"XREAD", "COUNT", "1", "STREAMS", "{pi_collector}:ledger", "0"},
+		{"SET", "{pi_collector}:lease:w1", "token", "NX", "PX", "10000"},
+		{"GET", "{pi_collector}:lease:w1"},
+		{"PTTL", "{pi_collector}:lease:w1"},
+		{"PEXPIRE", "{pi_collector}:lease:w1", "10000"},
+		{"DEL", "{pi_collector}:lease:w1"},
 	} {
 		if got := w(ok...); strings.Contains(got, "NOPERM") || strings.Contains(got, "ERR") {
 			t.Errorf("worker %v: %q, want allowed", ok, got)
@@ -85,6 +90,10 @@ func TestACLRules(t *testing.T) {
 		{"XTRIM", "{pi_collector}:ledger", "MAXLEN", "0"},
 		{"XDEL", "{pi_collector}:ledger", "0-1"},
 		{"XADD", "{other}:ledger", "*", "e", "x"},
+		{"SET", "{other}:lease:w1", "token"},
+		{"PEXPIRE", "{pi_collector}:ledger", "1"},
+		{"DEL", "{pi_collector}:checkpoint"},
+		{"SET", "{pi_collector}:ledger", "x"},
 		{"PUBLISH", "other", "x"},
 		{"SET", "x", "y"},
 		{"FLUSHALL"},

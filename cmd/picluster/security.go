@@ -56,16 +56,17 @@ func (e *env) keyCmd(_ context.Context, args []string) error {
 
 // ACLRules returns Redis ACL rules (the aclfile format) for a collector
 // user and a worker user of the job on channel, with the passwords given.
-// Workers may append to the ledger, publish on the job's channels and read
-// the state and their checkpoint; only the collector writes the state, the
+// Workers may append to the ledger, publish on the job's channels, read
+// the state and their checkpoint, and hold their leases (a Redis 7 selector
+// grants SET, GET, PEXPIRE, PTTL, DEL and WATCH on {channel}:lease:* only); only the collector writes the state, the
 // checkpoint, the readers and the quarantine, or deletes anything.
 func ACLRules(channel, collectorPass, workerPass string) string {
 	k := redisbus.KeysOf(channel)
 	tag := "{" + channel + "}"
 	return fmt.Sprintf(`user default off
 user picluster-collector on >%s resetkeys resetchannels ~%s:* &%s &%s:* -@all +@read +@write +@stream +@pubsub +@transaction +@connection -@dangerous
-user picluster-worker on >%s resetkeys resetchannels ~%s %%R~%s %%R~%s &%s &%s &%s -@all +xadd +xread +publish +subscribe +unsubscribe +ping +get +hmget +multi +exec +discard +hello +auth +client|setname
-`, collectorPass, tag, channel, tag, workerPass, k.Ledger, k.State, k.Checkpoint, channel, k.Presence, k.Control)
+user picluster-worker on >%s resetkeys resetchannels ~%s %%R~%s %%R~%s &%s &%s &%s -@all +xadd +xread +publish +subscribe +unsubscribe +ping +get +hmget +multi +exec +discard +unwatch +hello +auth +client|setname (~%s* +set +get +pexpire +pttl +del +watch)
+`, collectorPass, tag, channel, tag, workerPass, k.Ledger, k.State, k.Checkpoint, channel, k.Presence, k.Control, k.Lease)
 }
 
 // aclCmd prints ready-to-use ACL rules with fresh passwords.

@@ -19,8 +19,9 @@ import (
 	"github.com/picluster/picluster/internal/web"
 )
 
-// errDuration is the cause of a context that ended at --duration.
-var errDuration = errors.New("duration reached")
+// errDuration is the cause of a context that ended at --duration; the
+// collector records it as its reason to stop.
+var errDuration error = collector.StopDuration
 
 func withDuration(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if d <= 0 {
@@ -37,7 +38,7 @@ func withDuration(ctx context.Context, d time.Duration) (context.Context, contex
 // clear-to-end-of-line, clear-below), so nothing flickers, and the size is
 // read every frame, so a resize is harmless. Otherwise it prints a line every
 // --interval, rewritten in place on a terminal.
-func (e *env) watch(ctx context.Context, col *collector.Collector, f collectorFlags, collect func() error) error {
+func (e *env) watch(ctx context.Context, col *collector.Collector, f collectorFlags, collect func(context.Context) error) error {
 	if f.http != "" {
 		l, err := web.Listen(f.http)
 		if err != nil {
@@ -78,7 +79,7 @@ func (e *env) watch(ctx context.Context, col *collector.Collector, f collectorFl
 	}
 
 	done := make(chan error, 1)
-	go func() { done <- collect() }()
+	go func() { done <- collect(ctx) }()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var replot <-chan time.Time
@@ -109,8 +110,10 @@ loop:
 // frameInterval is the live view's redraw period: at most 4 frames a second.
 const frameInterval = 250 * time.Millisecond
 
-// final writes the plot and prints the summary, and turns collect's error
-// into the reason the collector stopped.
+// final writes the plot and prints the summary, whose StoppedBy the
+// collector recorded. An error of collect is returned, but for the end of
+// ctx (a signal or --duration) once the job was loaded; a stale final read
+// (collector.ErrStale) still prints the summary, which says so.
 func (e *env) final(ctx context.Context, col *collector.Collector, f collectorFlags, err error) error {
 	s := col.Summary()
 	if f.plot != "" {
@@ -119,21 +122,26 @@ func (e *env) final(ctx context.Context, col *collector.Collector, f collectorFl
 		}
 	}
 	switch {
-	case err == nil:
-		s.StoppedBy = "target"
-	case errors.Is(context.Cause(ctx), errDuration):
-		s.StoppedBy, err = "duration", nil
-	case ctx.Err() != nil:
-		s.StoppedBy, err = "signal", nil
+	case err == nil, errors.Is(err, collector.ErrStale):
+	case errors.Is(err, collector.ErrNoJob) && !errors.Is(context.Cause(ctx), errDuration):
+		return nil // Ctrl-C while waiting for Redis
+	case ctx.Err() != nil && !errors.Is(err, collector.ErrNoJob) && errors.Is(err, ctx.Err()):
+		err = nil // stopped by a signal or --duration, as the summary says
 	default:
 		return err
 	}
+	if s.StoppedBy == "" {
+		s.StoppedBy = string(collector.StopSignal)
+	}
 	if f.json {
-		return writeSummary(e.stdout, s)
+		return errors.Join(writeSummary(e.stdout, s), err)
 	}
 	printLine(e.stdout, s)
 	printStopped(e.stdout, s)
-	return nil
+	if s.Stale != "" {
+		fmt.Fprintf(e.stdout, "stale: the final read of the ledger failed (%s): N may miss entries\n", s.Stale)
+	}
+	return err
 }
 
 // printStopped prints the final line: why and when the collector stopped,

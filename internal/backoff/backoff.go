@@ -72,12 +72,19 @@ func (p permanent) Error() string { return p.err.Error() }
 func (p permanent) Unwrap() error { return p.err }
 
 // Permanent wraps err so that Retry returns it at once instead of retrying.
+// The wrapper survives further wrapping with %w: IsPermanent still sees it.
 func Permanent(err error) error { return permanent{err} }
+
+// IsPermanent reports whether err, or an error it wraps, was marked by
+// Permanent.
+func IsPermanent(err error) bool { return errors.As(err, new(permanent)) }
 
 // Retry calls f until it succeeds, returns an error wrapped by Permanent, or
 // ctx is done, waiting with a fresh Backoff between tries. It logs the first
 // failure of a run and the recovery after it, not every try. It returns nil,
-// the permanent error (unwrapped), or "what: last error" when ctx ended.
+// the permanent error (still marked: IsPermanent holds), or, when ctx ended,
+// "what: cause (last error: …)" which wraps both ctx's cause and the last
+// error, so errors.Is(err, context.Canceled) holds after Ctrl-C.
 func Retry(ctx context.Context, log *slog.Logger, what string, f func() error) error {
 	var b Backoff
 	for {
@@ -90,13 +97,13 @@ func Retry(ctx context.Context, log *slog.Logger, what string, f func() error) e
 			}
 			return nil
 		case errors.As(err, &p):
-			return p.err
+			return err
 		}
 		if b.Failures() == 0 {
 			log.Warn("bus unavailable; retrying", "doing", what, "err", err)
 		}
 		if b.Wait(ctx) != nil {
-			return fmt.Errorf("%s: %w", what, err)
+			return fmt.Errorf("%s: %w (last error: %w)", what, context.Cause(ctx), err)
 		}
 	}
 }

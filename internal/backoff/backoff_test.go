@@ -3,6 +3,7 @@ package backoff
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -70,13 +71,22 @@ func TestRetry(t *testing.T) {
 		}
 		final := errors.New("final")
 		tries = 0
-		if err := Retry(t.Context(), log, "test", func() error { tries++; return Permanent(final) }); err != final || tries != 1 {
-			t.Fatalf("Retry = %v after %d tries, want the permanent error at once", err, tries)
+		err = Retry(t.Context(), log, "test", func() error { tries++; return fmt.Errorf("wrapped: %w", Permanent(final)) })
+		if !errors.Is(err, final) || !IsPermanent(err) || tries != 1 {
+			t.Fatalf("Retry = %v after %d tries, want the permanent error at once, still marked", err, tries)
 		}
+		down := errors.New("down")
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
-		if err := Retry(ctx, log, "test", func() error { return errors.New("down") }); err == nil || err.Error() != "test: down" {
-			t.Fatalf("Retry on a done context = %v, want \"test: down\"", err)
+		err = Retry(ctx, log, "test", func() error { return down })
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, down) || IsPermanent(err) {
+			t.Fatalf("Retry on a cancelled context = %v, want it to wrap context.Canceled and the last error", err)
+		}
+		stop := errors.New("stop cause")
+		ctx, cancelCause := context.WithCancelCause(t.Context())
+		cancelCause(stop)
+		if err := Retry(ctx, log, "test", func() error { return down }); !errors.Is(err, stop) {
+			t.Fatalf("Retry on a context cancelled with a cause = %v, want it to wrap the cause", err)
 		}
 	})
 }

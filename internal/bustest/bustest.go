@@ -38,6 +38,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("JobsAreIsolated", func(t *testing.T) { testIsolation(t, open) })
 	t.Run("SubscribeEndsWithContext", func(t *testing.T) { testSubscribeEnds(t, open) })
 	t.Run("HeartbeatsArePresence", func(t *testing.T) { testHeartbeat(t, open) })
+	t.Run("Lease", func(t *testing.T) { testLease(t, open) })
 }
 
 // Timeout bounds every wait of the suite; a correct bus answers in milliseconds.
@@ -264,6 +265,16 @@ func testState(t *testing.T, open Open) {
 	if b, err := bus.State(ctx); string(b) != `{"status":"done"}` || err != nil {
 		t.Fatalf("State = %q, %v", b, err)
 	}
+	if ok, err := bus.RestoreState(ctx, []byte(`{"status":"old"}`)); ok || err != nil {
+		t.Fatalf("RestoreState over a state = %v, %v; want false: it writes only where there is none", ok, err)
+	}
+	must(t, bus.Reset(ctx))
+	if ok, err := bus.RestoreState(ctx, []byte(`{"status":"old"}`)); !ok || err != nil {
+		t.Fatalf("RestoreState where there is none = %v, %v; want true", ok, err)
+	}
+	if b, err := bus.State(ctx); string(b) != `{"status":"old"}` || err != nil {
+		t.Fatalf("State after RestoreState = %q, %v", b, err)
+	}
 }
 
 func testReset(t *testing.T, open Open) {
@@ -355,5 +366,49 @@ func testHeartbeat(t *testing.T, open Open) {
 	}
 	if l := readAll(t, bus, ""); len(l) != 0 {
 		t.Fatalf("a heartbeat or a raw publish reached the ledger: %v", l)
+	}
+}
+
+// testLease: a free id is leased; the holder renews it; another token is
+// refused while it lasts and told how long is left; after Release, or once
+// it has expired, another takes it.
+func testLease(t *testing.T, open Open) {
+	bus := open(t, "job")
+	ctx := t.Context()
+	lease := func(worker, token string, ttl time.Duration) (bool, time.Duration) {
+		t.Helper()
+		held, left, err := bus.Lease(ctx, worker, token, ttl)
+		must(t, err)
+		return held, left
+	}
+	if held, _ := lease("w", "a", time.Minute); !held {
+		t.Fatal("a free id was not leased")
+	}
+	if held, _ := lease("w", "a", time.Minute); !held {
+		t.Fatal("the holder could not renew")
+	}
+	if held, left := lease("w", "b", time.Minute); held || left <= 0 || left > time.Minute {
+		t.Fatalf("another token: held %v, %v left; want refused with (0, 1m] left", held, left)
+	}
+	if held, _ := lease("other", "b", time.Minute); !held {
+		t.Fatal("a lease on one id blocked another id")
+	}
+	must(t, bus.Release(ctx, "w", "b")) // not the holder: nothing happens
+	if held, _ := lease("w", "b", time.Minute); held {
+		t.Fatal("a Release by a non-holder freed the lease")
+	}
+	must(t, bus.Release(ctx, "w", "a"))
+	if held, _ := lease("w", "b", 20*time.Millisecond); !held {
+		t.Fatal("a released lease was not free")
+	}
+	deadline := time.Now().Add(Timeout)
+	for { // expiry is the server's clock: wait for it
+		if held, _ := lease("w", "c", time.Minute); held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an expired lease was not free within", Timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -3,7 +3,9 @@
 // blocks, a subscriber that falls behind loses messages (and is then sent a
 // fresh KindSubscribed message, as after a Redis reconnect), the ledger is
 // an append-only log with stream IDs as Redis makes them, and the state,
-// checkpoint, quarantine and control channel behave as their Redis keys do.
+// checkpoint, quarantine, worker leases and control channel behave as their
+// Redis keys do (a lease expires on the time.Now clock, so under
+// testing/synctest on the bubble's).
 //
 // A Bus is safe for concurrent use by any number of workers and collectors.
 package membus
@@ -34,7 +36,14 @@ type Bus struct {
 	quarantine map[string][]byte
 	reports    map[*sub[wire.Message]]bool
 	controls   map[*sub[[]byte]]bool
+	leases     map[string]lease
 	now        func() time.Time
+}
+
+// lease is one worker id's lease: its holder's token, and when it ends.
+type lease struct {
+	token string
+	until time.Time
 }
 
 // New returns an empty bus.
@@ -46,6 +55,7 @@ func New() *Bus {
 		quarantine: make(map[string][]byte),
 		reports:    make(map[*sub[wire.Message]]bool),
 		controls:   make(map[*sub[[]byte]]bool),
+		leases:     make(map[string]lease),
 		now:        time.Now,
 	}
 }
@@ -257,6 +267,18 @@ func (b *Bus) State(context.Context) ([]byte, error) {
 	return slices.Clone(b.state), nil
 }
 
+// RestoreState writes the job state only if there is none, and reports
+// whether it wrote.
+func (b *Bus) RestoreState(_ context.Context, state []byte) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state != nil {
+		return false, nil
+	}
+	b.state = slices.Clone(state)
+	return true, nil
+}
+
 // SetState writes the job state and publishes it on the control channel.
 func (b *Bus) SetState(_ context.Context, state []byte) error {
 	state = slices.Clone(state)
@@ -307,4 +329,29 @@ func subscribe[T any](ctx context.Context, b *Bus, set map[*sub[T]]bool, s *sub[
 		b.mu.Unlock()
 	})
 	return s.ch
+}
+
+// Lease takes worker's lease for token for ttl if it is free or has
+// expired, or renews it if token holds it; it reports whether token holds
+// it, and otherwise how long the other holder's lease has left.
+func (b *Bus) Lease(_ context.Context, worker, token string, ttl time.Duration) (bool, time.Duration, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	l, ok := b.leases[worker]
+	if ok && l.token != token && now.Before(l.until) {
+		return false, l.until.Sub(now), nil
+	}
+	b.leases[worker] = lease{token: token, until: now.Add(ttl)}
+	return true, 0, nil
+}
+
+// Release ends token's lease on worker, if it holds it.
+func (b *Bus) Release(_ context.Context, worker, token string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if l, ok := b.leases[worker]; ok && l.token == token {
+		delete(b.leases, worker)
+	}
+	return nil
 }

@@ -6,11 +6,25 @@
 // {C}:presence, control on {C}:control. The job state is the string
 // {C}:state; the collectors' checkpoint is the hash {C}:checkpoint, their
 // reading positions the hash {C}:readers, and the quarantined workers the
-// hash {C}:quarantine. The hash tag keeps a job on one Redis Cluster slot.
+// hash {C}:quarantine. A worker holds a lease on its id, the string
+// {C}:lease:<id> holding its random token, with a TTL it renews. The hash
+// tag keeps a job on one Redis Cluster slot.
 //
 // Subscriptions reconnect by themselves, with backoff. After every
 // (re)subscription the report stream carries a KindSubscribed message. A
-// silent connection is pinged.
+// connection silent for Options.PingInterval is pinged; when
+// MaxPingsOutstanding pings in a row get no answer (a half-open connection,
+// a frozen server) the subscription is dropped and made again on a new
+// connection. A blocking read of the ledger that gets no answer within its
+// block time plus the same allowance fails, and its connection is dropped.
+//
+// Errors are classified. A refused or reset connection or a timeout is
+// transient: callers retry. What no retry can fix — a wrong password
+// (WRONGPASS), none when one is needed (NOAUTH), a missing ACL permission
+// (NOPERM), a database that does not exist, a host name that does not
+// resolve, a TLS certificate that fails verification — is marked with
+// backoff.Permanent and says what to change; a subscription that meets one
+// logs it and closes its channel.
 //
 // A Bus is safe for concurrent use.
 package redisbus
@@ -22,6 +36,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,9 +48,10 @@ import (
 // DefaultChannel is the report channel of the original Python workers.
 const DefaultChannel = "pi_collector"
 
-// Keys are the Redis keys and channels of the job named channel.
+// Keys are the Redis keys and channels of the job named channel. Lease is
+// the prefix of the worker leases: {C}:lease:<worker id>.
 type Keys struct {
-	Channel, Ledger, State, Checkpoint, Readers, Quarantine, Control, Presence, Totals string
+	Channel, Ledger, State, Checkpoint, Readers, Quarantine, Control, Presence, Totals, Lease string
 }
 
 // KeysOf returns the keys of the job named channel.
@@ -43,14 +59,16 @@ func KeysOf(channel string) Keys {
 	tag := "{" + channel + "}:"
 	return Keys{Channel: channel, Ledger: tag + "ledger", State: tag + "state", Checkpoint: tag + "checkpoint",
 		Readers: tag + "readers", Quarantine: tag + "quarantine", Control: tag + "control",
-		Presence: tag + "presence", Totals: tag + "totals"}
+		Presence: tag + "presence", Totals: tag + "totals", Lease: tag + "lease:"}
 }
 
 // Bus is one job on one Redis server.
 type Bus struct {
-	rdb *redis.Client
-	k   Keys
-	log *slog.Logger
+	rdb      *redis.Client
+	k        Keys
+	log      *slog.Logger
+	ping     time.Duration // Options.PingInterval
+	maxPings int           // Options.MaxPingsOutstanding
 }
 
 // ValidChannel reports whether channel can name a job: not empty, at most
@@ -68,7 +86,20 @@ type Options struct {
 	// default one).
 	TLS *TLSFiles
 	Log *slog.Logger
+	// PingInterval is how long a subscription may be silent before it is
+	// pinged. Default DefaultPingInterval.
+	PingInterval time.Duration
+	// MaxPingsOutstanding is how many pings in a row may go unanswered
+	// before a connection is declared dead. Default DefaultMaxPingsOutstanding.
+	MaxPingsOutstanding int
 }
+
+// Defaults of Options: a dead connection is found after about
+// PingInterval·(MaxPingsOutstanding+1), 6 s.
+const (
+	DefaultPingInterval        = 2 * time.Second
+	DefaultMaxPingsOutstanding = 2
+)
 
 // Open connects lazily to the Redis at url (redis:// or rediss://, with
 // user, password and database as go-redis's ParseURL reads them). It does not
@@ -92,23 +123,35 @@ func Open(url, channel string, o Options) (*Bus, error) {
 	opt.ReadTimeout = 5 * time.Second
 	opt.WriteTimeout = 5 * time.Second
 	opt.PoolSize = 4
-	opt.MaxRetries = 1 // our own backoff retries; don't hammer a dead server
+	opt.MaxRetries = 1               // our own backoff retries; don't hammer a dead server
+	opt.ContextTimeoutEnabled = true // a deadline or a cancellation ends a pending read: see ReadLedger
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Bus{rdb: redis.NewClient(opt), k: KeysOf(channel), log: o.Log}, nil
+	if o.PingInterval <= 0 {
+		o.PingInterval = DefaultPingInterval
+	}
+	if o.MaxPingsOutstanding <= 0 {
+		o.MaxPingsOutstanding = DefaultMaxPingsOutstanding
+	}
+	return &Bus{rdb: redis.NewClient(opt), k: KeysOf(channel), log: o.Log,
+		ping: o.PingInterval, maxPings: o.MaxPingsOutstanding}, nil
 }
+
+// silence is how long a connection may stay silent beyond what was asked
+// of it before it is declared dead.
+func (b *Bus) silence() time.Duration { return b.ping * time.Duration(b.maxPings+1) }
 
 // Close closes the connections.
 func (b *Bus) Close() error { return b.rdb.Close() }
 
 // Ping checks that the server answers.
-func (b *Bus) Ping(ctx context.Context) error { return b.rdb.Ping(ctx).Err() }
+func (b *Bus) Ping(ctx context.Context) error { return classify(b.rdb.Ping(ctx).Err()) }
 
 // Append appends entries to the ledger and publishes each on the report
 // channel, in one MULTI/EXEC: all of them or none.
 func (b *Bus) Append(ctx context.Context, entries []wire.Signed) error {
-	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, e := range entries {
 			values := []any{"e", e.Payload}
 			if e.Sig != "" {
@@ -120,7 +163,7 @@ func (b *Bus) Append(ctx context.Context, entries []wire.Signed) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("append %d entries to %s: %w", len(entries), b.k.Ledger, err)
+		return classify(fmt.Errorf("append %d entries to %s: %w", len(entries), b.k.Ledger, txErr(cmds, err)))
 	}
 	return nil
 }
@@ -129,7 +172,7 @@ func (b *Bus) Append(ctx context.Context, entries []wire.Signed) error {
 // peer does.
 func (b *Bus) PublishRaw(ctx context.Context, payload []byte) error {
 	if err := b.rdb.Publish(ctx, b.k.Channel, payload).Err(); err != nil {
-		return fmt.Errorf("publish to %s: %w", b.k.Channel, err)
+		return classify(fmt.Errorf("publish to %s: %w", b.k.Channel, err))
 	}
 	return nil
 }
@@ -141,15 +184,26 @@ func (b *Bus) ReadLedger(ctx context.Context, after string, count int, block tim
 		after = "0"
 	}
 	args := &redis.XReadArgs{Streams: []string{b.k.Ledger, after}, Count: int64(count), Block: -1}
+	parent := ctx
 	if block > 0 {
 		args.Block = block
+		// go-redis would wait block+10s for the reply; a server that stays
+		// silent past block plus the ping allowance is dead, and the
+		// deadline makes go-redis drop the connection.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, block+b.silence(), errSilent)
+		defer cancel()
 	}
 	res, err := b.rdb.XRead(ctx, args).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
+	var ne net.Error
+	if err != nil && parent.Err() == nil && (errors.Is(context.Cause(ctx), errSilent) || errors.As(err, &ne) && ne.Timeout()) {
+		err = fmt.Errorf("%w after %v (%w)", errSilent, block+b.silence(), err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s after %s: %w", b.k.Ledger, after, err)
+		return nil, classify(fmt.Errorf("read %s after %s: %w", b.k.Ledger, after, err))
 	}
 	var out []wire.LedgerEntry
 	for _, s := range res {
@@ -170,7 +224,7 @@ func (b *Bus) ReadLedger(ctx context.Context, after string, count int, block tim
 // TrimLedger removes the entries before minID.
 func (b *Bus) TrimLedger(ctx context.Context, minID string) error {
 	if err := b.rdb.XTrimMinID(ctx, b.k.Ledger, minID).Err(); err != nil {
-		return fmt.Errorf("trim %s to %s: %w", b.k.Ledger, minID, err)
+		return classify(fmt.Errorf("trim %s to %s: %w", b.k.Ledger, minID, err))
 	}
 	return nil
 }
@@ -179,7 +233,7 @@ func (b *Bus) TrimLedger(ctx context.Context, minID string) error {
 func (b *Bus) LedgerLen(ctx context.Context) (int64, error) {
 	n, err := b.rdb.XLen(ctx, b.k.Ledger).Result()
 	if err != nil {
-		return 0, fmt.Errorf("length of %s: %w", b.k.Ledger, err)
+		return 0, classify(fmt.Errorf("length of %s: %w", b.k.Ledger, err))
 	}
 	return n, nil
 }
@@ -188,7 +242,7 @@ func (b *Bus) LedgerLen(ctx context.Context) (int64, error) {
 func (b *Bus) Checkpoint(ctx context.Context) (map[string][]byte, error) {
 	m, err := b.rdb.HGetAll(ctx, b.k.Checkpoint).Result()
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", b.k.Checkpoint, err)
+		return nil, classify(fmt.Errorf("read %s: %w", b.k.Checkpoint, err))
 	}
 	out := make(map[string][]byte, len(m))
 	for k, v := range m {
@@ -201,7 +255,7 @@ func (b *Bus) Checkpoint(ctx context.Context) (map[string][]byte, error) {
 func (b *Bus) Credited(ctx context.Context, worker string) (string, []byte, error) {
 	v, err := b.rdb.HMGet(ctx, b.k.Checkpoint, wire.CheckpointPos, wire.CheckpointWorker+worker).Result()
 	if err != nil {
-		return "", nil, fmt.Errorf("read %s: %w", b.k.Checkpoint, err)
+		return "", nil, classify(fmt.Errorf("read %s: %w", b.k.Checkpoint, err))
 	}
 	pos, _ := v[0].(string)
 	credit, _ := v[1].(string)
@@ -228,10 +282,11 @@ func (b *Bus) SaveCheckpoint(ctx context.Context, pos string, fields map[string]
 			values = append(values, k, v)
 		}
 		values = append(values, wire.CheckpointPos, pos)
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		cmds, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HSet(ctx, b.k.Checkpoint, values...)
 			return nil
 		})
+		err = txErr(cmds, err)
 		saved = err == nil
 		return err
 	}, b.k.Checkpoint)
@@ -239,7 +294,7 @@ func (b *Bus) SaveCheckpoint(ctx context.Context, pos string, fields map[string]
 		return false, nil // another collector wrote in between; the next save carries ours
 	}
 	if err != nil {
-		return false, fmt.Errorf("write %s: %w", b.k.Checkpoint, err)
+		return false, classify(fmt.Errorf("write %s: %w", b.k.Checkpoint, err))
 	}
 	return saved, nil
 }
@@ -247,7 +302,7 @@ func (b *Bus) SaveCheckpoint(ctx context.Context, pos string, fields map[string]
 // SetReader records where the collector called name has read to.
 func (b *Bus) SetReader(ctx context.Context, name, value string) error {
 	if err := b.rdb.HSet(ctx, b.k.Readers, name, value).Err(); err != nil {
-		return fmt.Errorf("write %s: %w", b.k.Readers, err)
+		return classify(fmt.Errorf("write %s: %w", b.k.Readers, err))
 	}
 	return nil
 }
@@ -256,7 +311,7 @@ func (b *Bus) SetReader(ctx context.Context, name, value string) error {
 func (b *Bus) Readers(ctx context.Context) (map[string]string, error) {
 	m, err := b.rdb.HGetAll(ctx, b.k.Readers).Result()
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", b.k.Readers, err)
+		return nil, classify(fmt.Errorf("read %s: %w", b.k.Readers, err))
 	}
 	return m, nil
 }
@@ -264,7 +319,7 @@ func (b *Bus) Readers(ctx context.Context) (map[string]string, error) {
 // Quarantine records that worker was proven wrong.
 func (b *Bus) Quarantine(ctx context.Context, worker string, why []byte) error {
 	if err := b.rdb.HSet(ctx, b.k.Quarantine, worker, why).Err(); err != nil {
-		return fmt.Errorf("write %s: %w", b.k.Quarantine, err)
+		return classify(fmt.Errorf("write %s: %w", b.k.Quarantine, err))
 	}
 	return nil
 }
@@ -273,7 +328,7 @@ func (b *Bus) Quarantine(ctx context.Context, worker string, why []byte) error {
 func (b *Bus) Quarantined(ctx context.Context) (map[string][]byte, error) {
 	m, err := b.rdb.HGetAll(ctx, b.k.Quarantine).Result()
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", b.k.Quarantine, err)
+		return nil, classify(fmt.Errorf("read %s: %w", b.k.Quarantine, err))
 	}
 	out := make(map[string][]byte, len(m))
 	for k, v := range m {
@@ -285,7 +340,7 @@ func (b *Bus) Quarantined(ctx context.Context) (map[string][]byte, error) {
 // Heartbeat publishes a presence message on {channel}:presence.
 func (b *Bus) Heartbeat(ctx context.Context, _ string, msg []byte) error {
 	if err := b.rdb.Publish(ctx, b.k.Presence, msg).Err(); err != nil {
-		return fmt.Errorf("publish to %s: %w", b.k.Presence, err)
+		return classify(fmt.Errorf("publish to %s: %w", b.k.Presence, err))
 	}
 	return nil
 }
@@ -297,7 +352,7 @@ func (b *Bus) State(ctx context.Context) ([]byte, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", b.k.State, err)
+		return nil, classify(fmt.Errorf("read %s: %w", b.k.State, err))
 	}
 	return v, nil
 }
@@ -305,22 +360,33 @@ func (b *Bus) State(ctx context.Context) ([]byte, error) {
 // SetState writes the job state and publishes it on the control channel, in
 // one MULTI/EXEC.
 func (b *Bus) SetState(ctx context.Context, state []byte) error {
-	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, b.k.State, state, 0)
 		p.Publish(ctx, b.k.Control, state)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("write %s: %w", b.k.State, err)
+		return classify(fmt.Errorf("write %s: %w", b.k.State, txErr(cmds, err)))
 	}
 	return nil
+}
+
+// RestoreState writes the job state only if there is none (SET NX), and
+// reports whether it wrote: after Redis lost its data, a concurrent reset's
+// new job wins over the old one restored.
+func (b *Bus) RestoreState(ctx context.Context, state []byte) (bool, error) {
+	ok, err := b.rdb.SetNX(ctx, b.k.State, state, 0).Result()
+	if err != nil {
+		return false, classify(fmt.Errorf("restore %s: %w", b.k.State, err))
+	}
+	return ok, nil
 }
 
 // Reset deletes the job: its ledger, checkpoint, readers, quarantine and
 // state (and a v1 job's totals).
 func (b *Bus) Reset(ctx context.Context) error {
 	if err := b.rdb.Del(ctx, b.k.Ledger, b.k.Checkpoint, b.k.Readers, b.k.Quarantine, b.k.State, b.k.Totals).Err(); err != nil {
-		return fmt.Errorf("reset %s: %w", b.k.Channel, err)
+		return classify(fmt.Errorf("reset %s: %w", b.k.Channel, err))
 	}
 	return nil
 }
@@ -357,31 +423,68 @@ func forward[T any](ctx context.Context, b *Bus, channels []string, buffer int, 
 	return out
 }
 
-// idle is how long a subscription may be silent before it is pinged.
-const idle = 5 * time.Second
+// txErr returns the error of a MULTI/EXEC: the first queued command's own
+// error when there is one (EXECABORT hides a NOPERM behind "previous
+// errors"), else err.
+func txErr(cmds []redis.Cmder, err error) error {
+	for _, c := range cmds {
+		if e := c.Err(); e != nil && !errors.Is(e, err) && strings.Contains(err.Error(), "EXECABORT") {
+			return fmt.Errorf("%w (%w)", err, e)
+		}
+	}
+	return err
+}
+
+// errSilent is the error of a connection declared dead.
+var errSilent = errors.New("no answer from Redis: the connection is presumed dead")
 
 // listen subscribes to channels and hands every message to deliver until
-// ctx is done or deliver returns false. A (re)subscription to the first
-// channel is delivered as a KindSubscribed message; messages on the others
-// are KindPresence. Errors are retried with backoff: go-redis reconnects and
-// resubscribes on the next receive.
+// ctx is done, deliver returns false, or a permanent error. A
+// (re)subscription to the first channel is delivered as a KindSubscribed
+// message; messages on the others are KindPresence. Transient errors are
+// retried with backoff: go-redis reconnects and resubscribes on the next
+// receive. A connection that leaves maxPings pings in a row unanswered is
+// closed and the subscription made again on a new one.
 func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.Message) bool) {
 	channel := channels[0]
+	var mu sync.Mutex // guards ps against the AfterFunc
 	ps := b.rdb.Subscribe(ctx, channels...)
-	defer ps.Close()
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() }) // unblocks a pending receive
+	closePS := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = ps.Close()
+	}
+	defer closePS()
+	stop := context.AfterFunc(ctx, closePS) // unblocks a pending receive
 	defer stop()
 	var bo backoff.Backoff
+	pings := 0 // unanswered in a row
 	for ctx.Err() == nil {
-		msg, err := ps.ReceiveTimeout(ctx, idle)
+		msg, err := ps.ReceiveTimeout(ctx, b.ping)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				_ = ps.Ping(ctx) // the reply, or the error, comes through ReceiveTimeout
+				if pings < b.maxPings {
+					pings++
+					_ = ps.Ping(ctx) // the reply, or the error, comes through ReceiveTimeout
+					continue
+				}
+				b.log.Warn("subscription silent: pings unanswered; reconnecting on a new connection",
+					"channel", channel, "pings", pings, "silent_for", b.silence())
+				pings = 0
+				mu.Lock()
+				_ = ps.Close()
+				ps = b.rdb.Subscribe(ctx, channels...)
+				mu.Unlock()
+				bo.Next() // count a failure: the restore is logged
 				continue
+			}
+			if err := classify(err); backoff.IsPermanent(err) {
+				b.log.Error("subscription failed for good", "channel", channel, "err", err)
+				return
 			}
 			if bo.Failures() == 0 {
 				b.log.Warn("subscription lost; reconnecting", "channel", channel, "err", err)
@@ -391,6 +494,7 @@ func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.M
 			}
 			continue
 		}
+		pings = 0
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Channel == channel {

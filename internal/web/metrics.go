@@ -21,10 +21,12 @@ var (
 	pendDesc    = prometheus.NewDesc("picluster_verification_pending_samples", "Samples in entries waiting for replay.", nil, nil)
 	quarDesc    = prometheus.NewDesc("picluster_workers_quarantined", "Workers proven wrong by replay, out of the estimate.", nil, nil)
 	wZDesc      = prometheus.NewDesc("picluster_worker_z", "Each worker's z-score against the pooled estimate of the others.", []string{"worker"}, nil)
+	stopDesc    = prometheus.NewDesc("picluster_stopped", "1, labelled with the reason (target, duration, signal, workers, error), once the collector has stopped.", []string{"reason"}, nil)
+	staleDesc   = prometheus.NewDesc("picluster_summary_stale", "1 when the collector's final read of the ledger failed: the totals may miss entries.", nil, nil)
 )
 
 func (metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{samplesDesc, hitsDesc, reportsDesc, piDesc, seDesc, rateDesc, workersDesc, flaggedDesc, verDesc, pendDesc, quarDesc, wRateDesc, wZDesc} {
+	for _, d := range []*prometheus.Desc{samplesDesc, hitsDesc, reportsDesc, piDesc, seDesc, rateDesc, workersDesc, flaggedDesc, verDesc, pendDesc, quarDesc, wRateDesc, wZDesc, stopDesc, staleDesc} {
 		ch <- d
 	}
 }
@@ -60,4 +62,12 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(workersDesc, n, st)
 	}
 	gauge(flaggedDesc, float64(len(s.Flagged)))
+	if s.StoppedBy != "" {
+		gauge(stopDesc, 1, s.StoppedBy)
+	}
+	stale := 0.0
+	if s.Stale != "" {
+		stale = 1
+	}
+	gauge(staleDesc, stale)
 }

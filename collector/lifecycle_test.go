@@ -1,0 +1,143 @@
+package collector_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/internal/membus"
+	"github.com/picluster/picluster/internal/redisbus"
+	"github.com/picluster/picluster/internal/redistest"
+	"github.com/picluster/picluster/internal/wire"
+	"github.com/picluster/picluster/worker"
+)
+
+// On a real Redis, Run at the target leaves nothing behind: no
+// subscription goroutine, no connection (goleak checks right after Close).
+func TestRunAtTargetLeavesNothingRunning(t *testing.T) {
+	srv := redistest.Start(t)
+	bus, err := redisbus.Open(srv.URL(), "leak", redisbus.Options{Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCollector(t, bus, collector.Config{TargetSE: 1e-3, MinSamples: 1, FinalGrace: time.Second})
+	w, err := worker.New(bus, worker.Config{ID: "w", Threads: 1, Batch: 1 << 20, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(context.Background()) }()
+	if err := w.Run(context.Background()); err != nil { // until the job is done
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Summary(); s.StoppedBy != "target" || s.Stale != "" {
+		t.Fatalf("stopped by %q, stale %q", s.StoppedBy, s.Stale)
+	}
+	bus.Close()
+	goleak.VerifyNone(t)
+}
+
+// deadAfterCancel is a bus whose ledger stops answering once told to: a
+// frozen connection at the final read.
+type deadAfterCancel struct {
+	*membus.Bus
+	dead atomic.Bool
+}
+
+var errFrozen = errors.New("i/o timeout")
+
+func (d *deadAfterCancel) ReadLedger(ctx context.Context, after string, count int, block time.Duration) ([]wire.LedgerEntry, error) {
+	if d.dead.Load() {
+		return nil, errFrozen
+	}
+	return d.Bus.ReadLedger(ctx, after, count, block)
+}
+
+// A final read that fails is never silent: Run's error wraps ErrStale and
+// the Summary says why.
+func TestStaleFinalSummarySaysSo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bus := &deadAfterCancel{Bus: membus.New()}
+		c := newCollector(t, bus, collector.Config{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		<-c.Loaded()
+		bus.dead.Store(true)
+		cancel()
+		err := <-done
+		s := c.Summary()
+		if !errors.Is(err, collector.ErrStale) || !errors.Is(err, errFrozen) || s.Stale == "" || s.StoppedBy != "signal" {
+			t.Fatalf("Run = %v, stale %q, stopped by %q: want ErrStale and a stale summary", err, s.Stale, s.StoppedBy)
+		}
+	})
+}
+
+// After Redis loses its data (a restart without persistence) the running
+// collector writes the job and its whole checkpoint again, the workers
+// sample on, and a collector started afterwards converges on the same N.
+func TestConvergesAfterRedisLosesItsData(t *testing.T) {
+	srv := redistest.Start(t)
+	open := func() *redisbus.Bus {
+		b, err := redisbus.Open(srv.URL(), "wipe", redisbus.Options{Log: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	bus1, wbus, probe := open(), open(), open()
+	cfg := collector.Config{CheckpointEvery: 50 * time.Millisecond, VerifyFraction: 1e-9, Name: "first"}
+	c1 := newCollector(t, bus1, cfg)
+	ctx1, stop1 := context.WithCancel(context.Background())
+	done1 := make(chan error, 1)
+	go func() { done1 <- c1.Run(ctx1) }()
+	<-c1.Loaded()
+	w, err := worker.New(wbus, worker.Config{ID: "w", Threads: 1, Batch: 1 << 16, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWorker := context.WithCancel(context.Background())
+	wdone := make(chan error, 1)
+	go func() { wdone <- w.Run(wctx) }()
+	waitFor(t, func() bool { return c1.Summary().Batches >= 5 })
+
+	srv.Restart() // empty: no persistence
+	waitFor(t, func() bool { b, _ := probe.State(context.Background()); return b != nil })
+	after := c1.Summary().Batches
+	waitFor(t, func() bool { return c1.Summary().Batches >= after+5 }) // the worker sampled on
+	select {
+	case err := <-wdone:
+		t.Fatalf("the worker stopped at the loss: %v", err)
+	default:
+	}
+	stopWorker()
+	if err := <-wdone; err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Name = "second"
+	c2 := newCollector(t, open(), cfg)
+	ctx2, stop2 := context.WithCancel(context.Background())
+	done2 := make(chan error, 1)
+	go func() { done2 <- c2.Run(ctx2) }()
+	<-c2.Loaded()
+	waitFor(t, func() bool {
+		s1, s2 := c1.Summary(), c2.Summary()
+		return s1.Job == s2.Job && s1.N == s2.N && s1.Hits == s2.Hits
+	})
+	t.Logf("both collectors: job %s, N %v", c1.Summary().Job, c1.Summary().N)
+	stop1()
+	stop2()
+	<-done1
+	<-done2
+}
