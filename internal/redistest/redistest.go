@@ -9,13 +9,13 @@ package redistest
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -95,7 +95,9 @@ func (s *Server) Stop() {
 // writes, but nothing answers, as with a half-open connection or a hung host.
 func (s *Server) Pause() {
 	s.tb.Helper()
-	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := signal(s.cmd.Process, true); errors.Is(err, errors.ErrUnsupported) {
+		s.tb.Skip("no SIGSTOP on this platform")
+	} else if err != nil {
 		s.tb.Fatalf("pause redis-server: %v", err)
 	}
 }
@@ -103,7 +105,7 @@ func (s *Server) Pause() {
 // Resume wakes a paused server (SIGCONT).
 func (s *Server) Resume() {
 	s.tb.Helper()
-	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := signal(s.cmd.Process, false); err != nil {
 		s.tb.Fatalf("resume redis-server: %v", err)
 	}
 }
