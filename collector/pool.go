@@ -38,8 +38,8 @@ func (p *pool) credit(e wire.Entry, now time.Time) {
 		w = &wire.Credit{}
 		p.workers[e.Worker] = w
 	}
-	p.gaps += e.Seq - w.Seq - 1
-	w.Gaps += e.Seq - w.Seq - 1
+	p.gaps = sat(p.gaps, e.Seq-w.Seq-1)
+	w.Gaps = sat(w.Gaps, e.Seq-w.Seq-1)
 	w.Seq, w.N = e.Seq, e.N
 	w.TotalN += e.N
 	w.TotalHits += e.Hits
