@@ -101,7 +101,7 @@ func (c *Collector) restore(ctx context.Context) {
 }
 
 // checkpoint saves the credits changed since the last checkpoint with the
-// position they stand at, and records this collector's reading position.
+// position they stand at.
 func (c *Collector) checkpoint(ctx context.Context) {
 	c.mu.Lock()
 	pos := c.pool.pos
@@ -114,11 +114,7 @@ func (c *Collector) checkpoint(ctx context.Context) {
 	if pos == "" {
 		return
 	}
-	if err := c.bus.SetReader(ctx, c.cfg.Name, pos+" "+strconv.FormatInt(c.cfg.Now().UnixMilli(), 10)); err != nil {
-		c.log.Warn("recording the reading position failed", "err", err)
-		return
-	}
-	saved, err := c.bus.SaveCheckpoint(ctx, pos, fields)
+	saved, err := c.bus.SaveCheckpoint(ctx, pos, fields) // the reading position is recorded before every read (ensureAhead)
 	if err != nil {
 		c.log.Warn("checkpoint failed; retrying at the next one", "err", err)
 		return

@@ -104,14 +104,7 @@ func newVerifier(c *Collector) *verifier {
 // c.mu is held.
 func (v *verifier) choose(e wire.Entry, p *pool) (pick, bool) {
 	n := float64(e.N)
-	prob := 1.0
-	if v.count > 0 {
-		prob = v.c.cfg.VerifyFraction * n * v.count / v.s1
-		if v.c.cfg.Key != nil { // secure mode: checks follow influence too
-			prob = max(prob, ShareChecks*n/p.total.N.Float64())
-		}
-		prob = min(1, prob)
-	}
+	prob := Chance(v.c.cfg.VerifyFraction, n, v.s1, v.count, p.total.N.Float64(), v.c.cfg.Key != nil)
 	v.s1 += n
 	v.count++
 	forced := suspicious(e, p)
@@ -119,6 +112,21 @@ func (v *verifier) choose(e wire.Entry, p *pool) (pick, bool) {
 		return pick{}, false
 	}
 	return pick{e: e, forced: forced}, true
+}
+
+// Chance is the probability that an entry of n samples is chosen by lot,
+// after count entries of sumN samples in all, with the pool at pool samples
+// counting it: min(1, max(f·n/m, K·n/N)) as above, the second term in
+// secure mode only. The first entry (count 0) is always chosen.
+func Chance(f, n, sumN, count, pool float64, secure bool) float64 {
+	if count == 0 {
+		return 1
+	}
+	p := f * n * count / sumN
+	if secure { // checks follow influence too
+		p = max(p, ShareChecks*n/pool)
+	}
+	return min(1, p)
 }
 
 // suspicious reports whether e's hits, or its worker's tally after it, are

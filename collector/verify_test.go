@@ -16,20 +16,6 @@ import (
 
 var verifySeed = flag.Uint64("verify.seed", 0, "replay one run of TestDetection with this verify seed")
 
-// chance is the probability that the verifier chooses an entry of n
-// samples by lot, after entries whose sizes sum to s1 over count of them,
-// with the pool at total samples counting it: collector/verify.go's rule.
-func chance(f, n, s1, count, total float64, secure bool) float64 {
-	if count == 0 {
-		return 1
-	}
-	p := f * n * count / s1
-	if secure {
-		p = max(p, collector.ShareChecks*n/total)
-	}
-	return min(1, p)
-}
-
 // TestDetection measures how many of its entries a worker that fakes every
 // batch (plausibly: its hits are off by one, so no z-score gives it away)
 // gets credited before replay catches it, in a pool of honest work that it
@@ -53,7 +39,7 @@ func TestDetection(t *testing.T) {
 	escape = 1
 	const pz = 0.0026998 // P(|z| > 3): an honest-looking entry is also replayed for its z
 	for k := range fakes {
-		p := 1 - (1-chance(f, n, s1, count, s1+n, false))*(1-pz)
+		p := 1 - (1-collector.Chance(f, n, s1, count, s1+n, false))*(1-pz)
 		want += float64(k+1) * escape * p
 		escape *= 1 - p
 		s1, count = s1+2*n, count+2 // the faker's entry, then an honest one
@@ -120,7 +106,7 @@ func TestVerificationCost(t *testing.T) {
 				for w := range 10 {
 					n := tt.sizes[w%len(tt.sizes)]
 					es = append(es, entry(st, fmt.Sprint("w", w), seq, n, 0))
-					expected += float64(n) * chance(f, float64(n), s1, count, s1+float64(n), false)
+					expected += float64(n) * collector.Chance(f, float64(n), s1, count, s1+float64(n), false)
 					s1, count = s1+float64(n), count+1
 				}
 			}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"math"
 	mrand "math/rand/v2"
 	"time"
 
@@ -176,7 +175,7 @@ type mismatch struct {
 func verifyLedger(ctx context.Context, bus *redisbus.Bus, jobKey []byte, k mcpi.Kernel, fraction float64, all bool, progress interface{ Write([]byte) (int, error) }) (verifyResult, error) {
 	res := verifyResult{Mismatches: []mismatch{}}
 	var entries []wire.Entry
-	var s1, s2 float64
+	var s1 float64
 	pos := ""
 	for {
 		page, err := bus.ReadLedger(ctx, pos, 1000, 0)
@@ -194,8 +193,7 @@ func verifyLedger(ctx context.Context, bus *redisbus.Bus, jobKey []byte, k mcpi.
 				continue
 			}
 			entries = append(entries, e)
-			n := float64(e.N)
-			s1, s2 = s1+n, s2+n*n
+			s1 += float64(e.N)
 		}
 		if len(page) < 1000 {
 			break
@@ -204,7 +202,8 @@ func verifyLedger(ctx context.Context, bus *redisbus.Bus, jobKey []byte, k mcpi.
 	res.Entries, res.TotalN = len(entries), s1
 	var chosen []wire.Entry
 	for _, e := range entries {
-		if all || mrand.Float64() < math.Min(1, float64(e.N)*fraction*s1/s2) {
+		// The collector's rule, over the whole window: m and N are the window's.
+		if all || mrand.Float64() < collector.Chance(fraction, float64(e.N), s1, float64(len(entries)), s1, jobKey != nil) {
 			chosen = append(chosen, e)
 		}
 	}
