@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -67,7 +66,19 @@ const (
 	TooMany     Reason = "too_many_workers"
 )
 
-var hex16 = regexp.MustCompile(`^[0-9a-f]{16}$`)
+// hex16 reports whether s is 16 lower-case hex digits, as job ids and seeds
+// are written (FormatSeed).
+func hex16(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // entryFields are the members of an entry, exactly as spelled; all are required.
 var entryFields = []string{"v", "job", "worker", "seq", "n", "hits", "pi_approx", "seed", "kernel", "seconds"}
@@ -112,7 +123,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 		return Entry{}, reject(BadVersion, "v = %s, want %d", show(m["v"]), LedgerVersion)
 	case !ok[2] || !validWorker(e.Worker):
 		return Entry{}, reject(BadWorker, "worker = %s", show(m["worker"]))
-	case !ok[1] || !hex16.MatchString(e.Job):
+	case !ok[1] || !hex16(e.Job):
 		return e, reject(WrongJob, "job = %s is not a job id", show(m["job"]))
 	case !ok[3] || e.Seq == 0:
 		return e, reject(BadSeq, "seq = %s, want an integer ≥ 1", show(m["seq"]))
@@ -120,7 +131,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 		return e, reject(BadN, "n = %s, want 1 … %d", show(m["n"]), uint64(MaxEntryN))
 	case !ok[5] || e.Hits > e.N:
 		return e, reject(BadHits, "hits = %s, n = %d", show(m["hits"]), e.N)
-	case !ok[6] || !hex16.MatchString(e.Seed):
+	case !ok[6] || !hex16(e.Seed):
 		return e, reject(BadSeed, "seed = %s, want 16 lower-case hex digits", show(m["seed"]))
 	case !ok[7] || !printable(e.Kernel, 32):
 		return e, reject(BadField, "kernel = %s, want 1 to 32 printable characters", show(m["kernel"]))
@@ -137,7 +148,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 
 // ParseSeed reads a seed written as 16 hex digits.
 func ParseSeed(s string) (uint64, error) {
-	if !hex16.MatchString(s) {
+	if !hex16(s) {
 		return 0, fmt.Errorf("seed %q: want 16 lower-case hex digits", s)
 	}
 	return strconv.ParseUint(s, 16, 64)
