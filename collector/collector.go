@@ -2,6 +2,7 @@ package collector
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -28,16 +29,24 @@ type Bus interface {
 	// until ctx is done, then closes the channel. It reconnects by itself,
 	// and sends a KindSubscribed message first and after every reconnect.
 	Subscribe(ctx context.Context) <-chan wire.Message
-	// ReadLedger returns up to count entries after position after, oldest
-	// first, waiting up to block for one when there is none (block ≤ 0:
-	// not at all).
-	ReadLedger(ctx context.Context, after string, count int, block time.Duration) ([]wire.LedgerEntry, error)
-	// TrimLedger removes the ledger's entries before position minID.
-	TrimLedger(ctx context.Context, minID string) error
+	// ReadLedgers returns up to count entries of each worker's stream of
+	// the ledger after its cursor, oldest first within a stream, without
+	// waiting.
+	ReadLedgers(ctx context.Context, from []wire.Cursor, count int) ([]wire.LedgerEntry, error)
+	// ScanLedgers lists the workers whose stream exists, a page at a time:
+	// start with cursor 0; a next cursor of 0 ends the pass. A pass returns
+	// every stream that exists throughout it.
+	ScanLedgers(ctx context.Context, cursor uint64) (workers []string, next uint64, err error)
+	// TrimLedgers removes from each worker's stream the entries before its
+	// minimum ID.
+	TrimLedgers(ctx context.Context, minIDs map[string]string) error
+	// Time returns the bus's clock as a ledger position: every entry
+	// appended later has a later ID.
+	Time(ctx context.Context) (string, error)
 	// Checkpoint returns every field of the checkpoint.
 	Checkpoint(ctx context.Context) (map[string][]byte, error)
-	// SaveCheckpoint writes fields and the position pos into the checkpoint,
-	// all or nothing, unless it holds a later position already; it reports
+	// SaveCheckpoint writes fields and the mark pos into the checkpoint,
+	// all or nothing, unless it holds a later mark already; it reports
 	// whether it wrote.
 	SaveCheckpoint(ctx context.Context, pos string, fields map[string][]byte) (bool, error)
 	// SetReader records where the collector called name has read to;
@@ -114,6 +123,11 @@ type Config struct {
 	// LedgerWindow is how long credited entries stay in the ledger for
 	// `picluster verify`. Default 60s.
 	LedgerWindow time.Duration
+	// SweepEvery is how often every worker's stream is read, and the target
+	// looked at; streams whose entries are announced on the channel are read
+	// at once. A sweep waits, besides, for ten times as long as the last one
+	// took. Default 1s.
+	SweepEvery time.Duration
 	// FinalGrace bounds how long, once the target is reached, the
 	// collector waits for the workers' last entries (until each has said
 	// goodbye) before its final summary. Default DefaultFinalGrace.
@@ -178,6 +192,9 @@ func (c Config) withDefaults() Config {
 	if c.LedgerWindow == 0 {
 		c.LedgerWindow = time.Minute
 	}
+	if c.SweepEvery == 0 {
+		c.SweepEvery = time.Second
+	}
 	if c.FinalGrace == 0 {
 		c.FinalGrace = DefaultFinalGrace
 	}
@@ -212,7 +229,8 @@ type Collector struct {
 	job      wire.State // the job as this collector runs it: id, seed, cap, mode
 	pool     *pool
 	dirty    map[string]bool // workers credited since the last checkpoint
-	savedPos string          // the position the checkpoint on the bus holds at least
+	savedPos string          // the mark the checkpoint on the bus holds at least
+	refused  map[string]bool // streams not tracked (MaxWorkers), up to maxLogged
 	history  history
 	rejected map[wire.Reason]uint64
 	logged   map[string]bool
@@ -224,6 +242,7 @@ type Collector struct {
 	goodbye  map[string]bool // workers whose last presence message was a goodbye
 	bye      chan struct{}   // poked on every goodbye
 	loaded   chan struct{}   // closed once the job is loaded
+	bell     *bell           // the streams with news, from the channel
 }
 
 // New returns a collector that reads from bus.
@@ -234,7 +253,8 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 	cfg = cfg.withDefaults()
 	c := &Collector{cfg: cfg, bus: bus, log: cfg.Logger, pool: newPool(), dirty: make(map[string]bool),
 		rejected: make(map[wire.Reason]uint64), logged: make(map[string]bool), started: cfg.Now(),
-		goodbye: make(map[string]bool), bye: make(chan struct{}, 1), loaded: make(chan struct{})}
+		goodbye: make(map[string]bool), bye: make(chan struct{}, 1), loaded: make(chan struct{}),
+		refused: make(map[string]bool), bell: newBell()}
 	c.ver = newVerifier(c)
 	return c, nil
 }
@@ -242,8 +262,12 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 // FinalSyncTimeout bounds the last read of the ledger when Run is cancelled.
 const FinalSyncTimeout = 3 * time.Second
 
-// ledgerPage is how many entries one read of the ledger takes.
-const ledgerPage = 1000
+// ledgerPage is how many entries one read takes from each stream, and
+// ledgerKeys how many streams it reads.
+const (
+	ledgerPage = 128
+	ledgerKeys = 256
+)
 
 // Run collects until the target is reached (it returns nil) or ctx is done
 // (it returns ctx's error), and records why in Summary.StoppedBy: the
@@ -424,7 +448,7 @@ func (c *Collector) load(ctx context.Context) error {
 		c.log.Warn("the checkpoint is of another job: reading the ledger from its start", "checkpoint_job", job, "job", c.job.Job)
 		clear(cp)
 	}
-	c.pool.pos = string(cp[wire.CheckpointPos])
+	c.pool.mark = string(cp[wire.CheckpointPos])
 	for k, v := range cp {
 		id, ok := bytes.CutPrefix([]byte(k), []byte(wire.CheckpointWorker))
 		if !ok {
@@ -436,6 +460,7 @@ func (c *Collector) load(ctx context.Context) error {
 			continue
 		}
 		c.pool.workers[string(id)] = &cr
+		c.pool.cursor[string(id)] = cr.Pos
 		c.pool.batches = sat(c.pool.batches, cr.Entries)
 		c.pool.gaps = sat(c.pool.gaps, cr.Gaps)
 		if _, q := c.pool.quarantined[string(id)]; !q {
@@ -449,17 +474,31 @@ func (c *Collector) load(ctx context.Context) error {
 }
 
 // read credits the ledger as it grows until ctx is done or the target is
-// reached.
+// reached: the streams whose entries were announced on the channel at once,
+// every stream at each sweep.
 func (c *Collector) read(ctx context.Context) error {
+	tick := time.NewTicker(c.cfg.SweepEvery)
+	defer tick.Stop()
 	var bo backoff.Backoff
+	last, took := c.cfg.Now(), time.Duration(0)
 	for ctx.Err() == nil {
-		err := c.ensureAhead(ctx)
-		c.mu.Lock()
-		pos := c.pool.pos
-		c.mu.Unlock()
-		var entries []wire.LedgerEntry
-		if err == nil {
-			entries, err = c.bus.ReadLedger(ctx, pos, ledgerPage, time.Second)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.bell.ring:
+		case <-tick.C:
+		}
+		hot, sweep := c.bell.take()
+		// A sweep reads every stream; at most a tenth of the time goes to them.
+		sweep = sweep || c.cfg.Now().Sub(last) >= max(c.cfg.SweepEvery, 10*took)
+		var err error
+		if sweep {
+			start := c.cfg.Now()
+			if err = c.sweep(ctx); err == nil {
+				last, took = c.cfg.Now(), c.cfg.Now().Sub(start)
+			}
+		} else {
+			_, err = c.readStreams(ctx, hot)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -471,6 +510,7 @@ func (c *Collector) read(ctx context.Context) error {
 			if bo.Failures() == 0 {
 				c.log.Warn("reading the ledger failed; retrying", "err", err)
 			}
+			c.bell.requestSweep() // what was announced meanwhile is read then
 			if bo.Wait(ctx) != nil {
 				break
 			}
@@ -480,7 +520,6 @@ func (c *Collector) read(ctx context.Context) error {
 			c.log.Info("the ledger answers again")
 		}
 		bo.Reset()
-		c.creditAll(entries)
 		if c.targetReached() { // anonymous batches and replays can bring it too
 			return c.finish(ctx)
 		}
@@ -488,41 +527,72 @@ func (c *Collector) read(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// catchUp credits the ledger up to its end, without waiting for more.
+// catchUp credits the ledger up to its end: one sweep, retried.
 func (c *Collector) catchUp(ctx context.Context) (int, error) {
-	total := 0
-	for {
-		if err := c.ensureAhead(ctx); err != nil {
-			return total, err
-		}
-		c.mu.Lock()
-		pos := c.pool.pos
-		c.mu.Unlock()
-		var entries []wire.LedgerEntry
-		err := backoff.Retry(ctx, c.log, "read the ledger", func() (err error) {
-			entries, err = c.bus.ReadLedger(ctx, pos, ledgerPage, 0)
-			return err
-		})
-		if err != nil {
-			return total, err
-		}
-		c.creditAll(entries)
-		total += len(entries)
-		if len(entries) < ledgerPage {
-			return total, nil
-		}
-	}
+	c.mu.Lock()
+	before := c.pool.accepted
+	c.mu.Unlock()
+	err := backoff.Retry(ctx, c.log, "read the ledger", func() error { return c.sweep(ctx) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return int(c.pool.accepted - before), err
 }
 
-// ensureAhead records this collector's reading position among the ledger's
-// readers, so that no other collector trims what it has not read, and
-// reloads from the checkpoint when the ledger was trimmed past it already
-// (it was away, or had not registered yet).
+// sweep reads every stream of the ledger to its end, then moves the mark to
+// the bus's time at its start. It first records the mark among the
+// ledger's readers, so that no other collector trims what this one has not
+// read, and reloads from the checkpoint when the ledger was trimmed past it
+// already (this collector was away, or had not registered yet).
+func (c *Collector) sweep(ctx context.Context) error {
+	start, err := c.bus.Time(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.ensureAhead(ctx); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	seen := make(map[string]bool, len(c.pool.cursor))
+	ids := make([]string, 0, len(c.pool.cursor))
+	for w := range c.pool.cursor {
+		seen[w] = true
+		ids = append(ids, w)
+	}
+	c.mu.Unlock()
+	var cursor uint64
+	for {
+		workers, next, err := c.bus.ScanLedgers(ctx, cursor)
+		if err != nil {
+			return err
+		}
+		for _, w := range workers {
+			if !seen[w] {
+				seen[w] = true
+				ids = append(ids, w)
+			}
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	if _, err := c.readStreams(ctx, ids); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if wire.Later(start, c.pool.mark) {
+		c.pool.mark = start
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// ensureAhead records this collector's mark among the ledger's readers and
+// reloads from the checkpoint when the ledger was trimmed past it.
 func (c *Collector) ensureAhead(ctx context.Context) error {
 	c.mu.Lock()
-	pos := c.pool.pos
+	mark := c.pool.mark
 	c.mu.Unlock()
-	if err := c.bus.SetReader(ctx, c.cfg.Name, pos+" "+strconv.FormatInt(c.cfg.Now().UnixMilli(), 10)); err != nil {
+	if err := c.bus.SetReader(ctx, c.cfg.Name, mark+" "+strconv.FormatInt(c.cfg.Now().UnixMilli(), 10)); err != nil {
 		return err
 	}
 	readers, err := c.bus.Readers(ctx)
@@ -530,23 +600,72 @@ func (c *Collector) ensureAhead(ctx context.Context) error {
 		return err
 	}
 	trimmed := readers[trimmedField]
-	if trimmed == "" || !wire.Later(trimmed, pos) {
+	if trimmed == "" || !wire.Later(trimmed, mark) {
 		return nil
 	}
-	c.log.Warn("the ledger was trimmed past this collector's position; reloading from the checkpoint", "at", pos, "trimmed", trimmed)
+	c.log.Warn("the ledger was trimmed past this collector's mark; reloading from the checkpoint", "mark", mark, "trimmed", trimmed)
 	if err := c.load(ctx); err != nil {
 		return err
 	}
 	c.mu.Lock()
-	pos = c.pool.pos
-	c.mu.Unlock()
-	if wire.Later(trimmed, pos) {
-		c.log.Error("the checkpoint is behind the trimmed ledger too: entries between them are lost to this collector", "checkpoint", pos, "trimmed", trimmed)
-		c.mu.Lock()
-		c.pool.pos = trimmed // read on from what is left
-		c.mu.Unlock()
+	defer c.mu.Unlock()
+	if wire.Later(trimmed, c.pool.mark) {
+		c.log.Error("the checkpoint is behind the trimmed ledger too: entries between them are lost to this collector", "checkpoint", c.pool.mark, "trimmed", trimmed)
 	}
 	return nil
+}
+
+// readStreams reads the streams of workers to their ends and credits what
+// they hold; it returns how many entries it read. A stream not tracked yet
+// is read from its start, and tracked if it holds entries and the job
+// tracks fewer than MaxWorkers streams.
+func (c *Collector) readStreams(ctx context.Context, workers []string) (int, error) {
+	read := 0
+	for len(workers) > 0 {
+		chunk := workers[:min(len(workers), ledgerKeys)]
+		workers = workers[len(chunk):]
+		from := make([]wire.Cursor, 0, len(chunk))
+		c.mu.Lock()
+		for _, w := range chunk {
+			pos, tracked := c.pool.cursor[w]
+			if !tracked && c.refuse(w) {
+				continue
+			}
+			from = append(from, wire.Cursor{Worker: w, After: pos})
+		}
+		c.mu.Unlock()
+		entries, err := c.bus.ReadLedgers(ctx, from, ledgerPage)
+		if err != nil {
+			return read, err
+		}
+		read += len(entries)
+		c.creditAll(entries)
+		for i := 0; i < len(entries); {
+			j := i + 1
+			for j < len(entries) && entries[j].Worker == entries[i].Worker {
+				j++
+			}
+			if j-i >= ledgerPage { // a full page: there may be more
+				workers = append(workers, entries[i].Worker)
+			}
+			i = j
+		}
+	}
+	return read, nil
+}
+
+// refuse reports whether the job tracks MaxWorkers streams already, so
+// that worker's, not tracked yet, is not read; the first refusal of each
+// worker is counted (of up to maxLogged workers). c.mu is held.
+func (c *Collector) refuse(worker string) bool {
+	if len(c.pool.cursor) < c.cfg.MaxWorkers {
+		return false
+	}
+	if !c.refused[worker] && len(c.refused) < maxLogged {
+		c.refused[worker] = true
+		c.reject(&wire.Error{Reason: wire.TooMany, Detail: fmt.Sprintf("the job tracks %d workers already", c.cfg.MaxWorkers)}, worker)
+	}
+	return true
 }
 
 // creditAll credits entries in order and reports whether the pool changed.
@@ -559,17 +678,18 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 	changed := false
 	var gapped []string
 	for _, le := range entries {
-		c.pool.pos = le.ID
+		if _, tracked := c.pool.cursor[le.Worker]; !tracked && c.refuse(le.Worker) {
+			continue
+		}
+		c.pool.cursor[le.Worker] = le.ID
+		c.pool.moved[le.Worker] = true
 		e, err := c.check(le)
 		if err != nil {
-			sender := e.Worker
-			if sender == "" {
-				sender = "ledger entry " + le.ID
-			}
-			c.reject(err, sender)
+			c.reject(err, cmp.Or(e.Worker, "ledger entry "+le.ID+" of "+le.Worker))
 			continue
 		}
 		c.pool.credit(e, now)
+		c.pool.workers[e.Worker].Pos = le.ID
 		c.dirty[e.Worker] = true
 		changed = true
 		if w := c.pool.workers[e.Worker]; w.Gaps > MaxGaps {
@@ -618,6 +738,8 @@ func (c *Collector) check(le wire.LedgerEntry) (wire.Entry, error) {
 	}
 	job := c.job
 	switch {
+	case e.Worker != le.Worker:
+		return fail(wire.WrongStream, "an entry of %q in the stream of %q", e.Worker, le.Worker)
 	case e.Job != job.Job:
 		return fail(wire.WrongJob, "job %s, this job is %s", e.Job, job.Job)
 	case e.Seed != job.Seed:
@@ -638,8 +760,6 @@ func (c *Collector) check(le wire.LedgerEntry) (wire.Entry, error) {
 	}
 	w := c.pool.workers[e.Worker]
 	switch {
-	case w == nil && len(c.pool.workers) >= c.cfg.MaxWorkers:
-		return fail(wire.TooMany, "the job tracks %d workers already", c.cfg.MaxWorkers)
 	case w == nil:
 	case e.Seq <= w.Seq:
 		c.pool.duplicates = sat(c.pool.duplicates, 1)
@@ -678,7 +798,9 @@ func (c *Collector) listen(msgs <-chan wire.Message) {
 		case wire.KindPresence:
 			c.HandlePresence(m.Payload)
 		case wire.KindReport:
-			c.Handle(m.Payload) // the reader loop sees the target at its next read
+			c.Handle(m.Payload)
+		case wire.KindSubscribed:
+			c.bell.requestSweep() // what was announced while unsubscribed is lost
 		}
 	}
 }
@@ -693,6 +815,9 @@ func (c *Collector) Handle(payload []byte) { _ = c.handle(payload) }
 
 func (c *Collector) handle(payload []byte) (changed bool) {
 	if bytes.HasPrefix(payload, echoPrefix) {
+		if e, err := wire.DecodeEntry(payload); err == nil {
+			c.bell.poke(e.Worker) // the reader credits it from the worker's stream
+		}
 		return false
 	}
 	r, err := wire.Decode(payload)
@@ -713,6 +838,7 @@ func (c *Collector) handle(payload []byte) (changed bool) {
 	}
 	c.pool.addAnonymous(r.N, r.Hits)
 	c.history.add(c.pool.total, c.cfg.Now())
+	c.bell.signal() // the reader looks at the target
 	return true
 }
 

@@ -64,17 +64,15 @@ func entry(st wire.State, worker string, seq, n uint64, lie int64) wire.Entry {
 
 func appendEntries(t testing.TB, bus *membus.Bus, key []byte, es ...wire.Entry) {
 	t.Helper()
-	var s []wire.Signed
 	for _, e := range es {
 		p := wire.EncodeEntry(e)
 		sig := ""
 		if key != nil {
 			sig = wire.Sign(wire.WorkerKey(key, e.Worker), p)
 		}
-		s = append(s, wire.Signed{Payload: p, Sig: sig})
-	}
-	if err := bus.Append(context.Background(), s); err != nil {
-		t.Fatal(err)
+		if err := bus.Append(context.Background(), e.Worker, []wire.Signed{{Payload: p, Sig: sig}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -97,7 +95,7 @@ func TestCreditsTheLedger(t *testing.T) {
 	_ = bus.PublishRaw(ctx, []byte(`garbage`))                                                                                    // not JSON
 	_ = bus.PublishRaw(ctx, []byte(`{"n":10,"pi_approx":3.2,"hits":8,"v":1,"worker":"old","seq":1,"total_n":10,"total_hits":8}`)) // a v1 worker
 	_ = bus.PublishRaw(ctx, []byte(`{"n": 18446744073709551615, "pi_approx": 3.2}`))                                              // too large
-	_ = bus.Append(ctx, []wire.Signed{{Payload: []byte(`{"v":2,"job":"x"}`)}})                                                    // not an entry
+	_ = bus.Append(ctx, "x", []wire.Signed{{Payload: []byte(`{"v":2,"job":"x"}`)}})                                               // not an entry
 	want := map[string]uint64{"duplicate": 1, "wrong_job": 1, "wrong_seed": 1, "n_changed": 1, "not_json": 1, "v1_report": 1, "too_large": 1, "not_entry": 1}
 	waitFor(t, func() bool { return c.Summary().Rejected == 8 && c.Summary().Anonymous == 1 })
 	s := c.Summary()
@@ -144,7 +142,7 @@ func TestPoolPast64Bits(t *testing.T) {
 // collector reading the same ledger at the same time.
 func TestRestartAndTwoCollectorsAgree(t *testing.T) {
 	bus := membus.New()
-	cfg := collector.Config{CheckpointEvery: 5 * time.Millisecond, LedgerWindow: time.Millisecond, VerifyFraction: 1e-9, Name: "one"}
+	cfg := collector.Config{CheckpointEvery: 5 * time.Millisecond, SweepEvery: 5 * time.Millisecond, LedgerWindow: time.Millisecond, VerifyFraction: 1e-9, Name: "one"}
 	first := newCollector(t, bus, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -168,7 +166,7 @@ func TestRestartAndTwoCollectorsAgree(t *testing.T) {
 	time.Sleep(30 * time.Millisecond) // a few checkpoints and trims
 	cancel()
 	<-done
-	if l, _ := bus.LedgerLen(context.Background()); l >= 200 {
+	if l := len(bus.Entries()); l >= 200 {
 		t.Errorf("the ledger holds %d entries after checkpoints: not trimmed", l)
 	}
 	feed(100) // while no collector runs
@@ -330,7 +328,7 @@ func TestSecureMode(t *testing.T) {
 	appendEntries(t, bus, []byte("another-key-0123456"), entry(st, "a", 3, 100, 0)) // signed with another key
 	// b's key signing as a: the worker key is bound to the id.
 	p := wire.EncodeEntry(entry(st, "a", 4, 100, 0))
-	_ = bus.Append(context.Background(), []wire.Signed{{Payload: p, Sig: wire.Sign(wire.WorkerKey(key, "b"), p)}})
+	_ = bus.Append(context.Background(), "a", []wire.Signed{{Payload: p, Sig: wire.Sign(wire.WorkerKey(key, "b"), p)}})
 	_ = bus.PublishRaw(context.Background(), []byte(`{"n": 1000, "pi_approx": 3.2}`))
 	waitFor(t, func() bool { return c.Summary().Rejected == 4 })
 	s := c.Summary()
@@ -399,7 +397,9 @@ func TestMaxWorkers(t *testing.T) {
 	bus := membus.New()
 	c := newCollector(t, bus, collector.Config{MaxWorkers: 2, VerifyFraction: 1e-9})
 	st, _ := started(t, c, bus)
-	appendEntries(t, bus, nil, entry(st, "a", 1, 100, 0), entry(st, "b", 1, 100, 0), entry(st, "c", 1, 100, 0), entry(st, "a", 2, 100, 0))
+	appendEntries(t, bus, nil, entry(st, "a", 1, 100, 0), entry(st, "b", 1, 100, 0))
+	waitFor(t, func() bool { return c.Summary().Batches == 2 })
+	appendEntries(t, bus, nil, entry(st, "c", 1, 100, 0), entry(st, "a", 2, 100, 0))
 	waitFor(t, func() bool { return c.Summary().Batches == 3 && c.Summary().Rejected == 1 })
 	if s := c.Summary(); s.Workers != 2 || s.RejectedBy["too_many_workers"] != 1 || s.N != mcpi.CountOf(300) {
 		t.Errorf("workers %d rejected %v N %v; want 2, one too_many_workers, 300", s.Workers, s.RejectedBy, s.N)

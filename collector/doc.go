@@ -2,21 +2,25 @@
 // checks it by replay, and decides when the job is done.
 //
 // Run creates the job (or adopts the one in the job state), loads the
-// quarantine and the checkpoint, then credits the ledger from the
-// checkpoint's position on, as it grows (Bus.ReadLedger). An entry is
-// credited when it fits the job (job id, seed, cap, signature in secure
-// mode, a seq above the worker's last, the worker's entry size) and
-// rejected otherwise, counted by reason and logged once per sender and
+// quarantine and the checkpoint, then credits the ledger, one stream per
+// worker, from the checkpoint's positions on, as it grows
+// (Bus.ReadLedgers): the streams whose entries are announced on the
+// channel at once, every stream at each sweep (SweepEvery; Bus.ScanLedgers
+// lists them). A sweep's start, by the bus's clock, becomes the collector's
+// mark: every entry appended before it has been read. An entry is credited
+// when it fits the job (its own worker's stream, job id, seed, cap,
+// signature in secure mode, a seq above the worker's last, the worker's
+// entry size) and rejected otherwise, counted by reason and logged once per sender and
 // reason. The pooled tally is the exact sum of the credits of the workers
 // not quarantined plus the anonymous (seed-style) batches heard live on the
 // channel in open mode. Counts are 128-bit (mcpi.Count), so the pool never
 // overflows. Nothing is credited from what workers say about themselves but
 // their entries, and every entry can be replayed.
 //
-// Every CheckpointEvery, Run saves the credits that changed with their
-// ledger position (the checkpoint only moves forward), records its position
-// among the ledger's readers, and trims the ledger to what every live reader
-// has checkpointed, less LedgerWindow. Crediting is deterministic, so any
+// Every CheckpointEvery, Run saves the credits that changed, each with its
+// position in its worker's stream, and the mark (which only moves forward),
+// records its mark among the ledger's readers, and trims the streams it has
+// read to what every live reader has checkpointed, less LedgerWindow. Crediting is deterministic, so any
 // collector's checkpoint is valid for every other, and two collectors
 // reading one ledger agree exactly. verify.go describes the replay check and
 // the quarantine.

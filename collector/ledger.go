@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,7 +14,7 @@ import (
 	"github.com/picluster/picluster/internal/wire"
 )
 
-// readerTTL is how long a collector's reading position holds back the
+// readerTTL is how long a collector's mark holds back the
 // trimming of the ledger after its last update: a collector silent for
 // longer has stopped, and reloads from the checkpoint when it comes back.
 const readerTTL = 5 * time.Minute
@@ -104,7 +105,7 @@ func (c *Collector) restore(ctx context.Context) {
 // position they stand at.
 func (c *Collector) checkpoint(ctx context.Context) {
 	c.mu.Lock()
-	pos := c.pool.pos
+	pos := c.pool.mark
 	fields := make(map[string][]byte, len(c.dirty)+1)
 	fields[checkpointJob] = []byte(c.job.Job)
 	for id := range c.dirty {
@@ -135,10 +136,11 @@ func (c *Collector) checkpoint(ctx context.Context) {
 	}
 }
 
-// trim removes from the ledger what every live collector has credited and
-// checkpointed, but for the last LedgerWindow, and marks where it trimmed.
-// A collector that finds the mark past its own position (it was away longer
-// than readerTTL) reloads from the checkpoint before it reads (ensureAhead).
+// trim removes from the streams read on since the last trim what every
+// live collector has credited and checkpointed, but for the last
+// LedgerWindow, and records where it trimmed. A collector that finds that
+// point past its own mark (it was away longer than readerTTL) reloads from
+// the checkpoint before it reads on (ensureAhead).
 func (c *Collector) trim(ctx context.Context) error {
 	readers, err := c.bus.Readers(ctx)
 	if err != nil {
@@ -171,8 +173,28 @@ func (c *Collector) trim(ctx context.Context) error {
 		return nil
 	}
 	minID := wire.ID{Ms: low.Ms - window}.String()
-	if err := c.bus.TrimLedger(ctx, minID); err != nil {
-		return err
+	c.mu.Lock()
+	streams := slices.Collect(maps.Keys(c.pool.moved))
+	c.mu.Unlock()
+	for len(streams) > 0 {
+		chunk := streams[:min(len(streams), ledgerKeys)]
+		streams = streams[len(chunk):]
+		trims := make(map[string]string, len(chunk))
+		for _, w := range chunk {
+			trims[w] = minID
+		}
+		if err := c.bus.TrimLedgers(ctx, trims); err != nil {
+			return err
+		}
+		// A stream read no further than the trim point needs no trim
+		// until it moves again.
+		c.mu.Lock()
+		for _, w := range chunk {
+			if !wire.Later(c.pool.cursor[w], minID) {
+				delete(c.pool.moved, w)
+			}
+		}
+		c.mu.Unlock()
 	}
 	return c.bus.SetReader(ctx, trimmedField, minID)
 }
@@ -200,4 +222,52 @@ func (c *Collector) loadQuarantine(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// LedgerReader is what reading a whole ledger takes: a part of Bus.
+type LedgerReader interface {
+	ScanLedgers(ctx context.Context, cursor uint64) (workers []string, next uint64, err error)
+	ReadLedgers(ctx context.Context, from []wire.Cursor, count int) ([]wire.LedgerEntry, error)
+}
+
+// ReadLedger hands every entry of every worker's stream of the ledger to
+// fn, each stream in order, page by page: picluster verify and the tests
+// read a ledger with it.
+func ReadLedger(ctx context.Context, l LedgerReader, fn func(wire.LedgerEntry)) error {
+	var cursor uint64
+	seen := make(map[string]bool)
+	for {
+		workers, next, err := l.ScanLedgers(ctx, cursor)
+		if err != nil {
+			return err
+		}
+		var from []wire.Cursor
+		for _, w := range workers {
+			if !seen[w] { // a SCAN may return a key twice
+				seen[w] = true
+				from = append(from, wire.Cursor{Worker: w})
+			}
+		}
+		for len(from) > 0 {
+			page, err := l.ReadLedgers(ctx, from[:min(len(from), ledgerKeys)], ledgerPage)
+			if err != nil {
+				return err
+			}
+			from = from[min(len(from), ledgerKeys):]
+			count, last := make(map[string]int), make(map[string]string)
+			for _, le := range page {
+				fn(le)
+				count[le.Worker]++
+				last[le.Worker] = le.ID
+			}
+			for w, k := range count {
+				if k == ledgerPage { // a full page: there may be more
+					from = append(from, wire.Cursor{Worker: w, After: last[w]})
+				}
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
 }

@@ -55,11 +55,18 @@ type deadAfterCancel struct {
 
 var errFrozen = errors.New("i/o timeout")
 
-func (d *deadAfterCancel) ReadLedger(ctx context.Context, after string, count int, block time.Duration) ([]wire.LedgerEntry, error) {
+func (d *deadAfterCancel) ReadLedgers(ctx context.Context, from []wire.Cursor, count int) ([]wire.LedgerEntry, error) {
 	if d.dead.Load() {
 		return nil, errFrozen
 	}
-	return d.Bus.ReadLedger(ctx, after, count, block)
+	return d.Bus.ReadLedgers(ctx, from, count)
+}
+
+func (d *deadAfterCancel) ScanLedgers(ctx context.Context, cursor uint64) ([]string, uint64, error) {
+	if d.dead.Load() {
+		return nil, 0, errFrozen
+	}
+	return d.Bus.ScanLedgers(ctx, cursor)
 }
 
 // A final read that fails is never silent: Run's error wraps ErrStale and

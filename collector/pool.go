@@ -23,12 +23,18 @@ type pool struct {
 	duplicates  uint64
 	gaps        uint64
 	accepted    uint64 // entries credited and anonymous batches counted
-	pos         string // the ledger position credited up to
+	// mark is the bus's time at the start of the last complete sweep: every
+	// entry of every stream with an ID before it has been read.
+	mark string
+	// cursor is where each tracked worker's stream has been read to.
+	cursor map[string]string
+	// moved are the streams read past the last trim point: trim them.
+	moved map[string]bool
 }
 
 func newPool() *pool {
 	return &pool{workers: make(map[string]*wire.Credit), quarantined: make(map[string]wire.QuarantineRecord),
-		seen: make(map[string]time.Time), left: make(map[string]bool)}
+		seen: make(map[string]time.Time), left: make(map[string]bool), cursor: make(map[string]string), moved: make(map[string]bool)}
 }
 
 // credit adds one entry, checked already, to worker's credit.

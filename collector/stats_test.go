@@ -86,7 +86,7 @@ func cluster(t *testing.T, r *rand.Rand, workers, batches int, n uint64, bias fl
 				h += uint64(math.Round(float64(n) * bias / 4))
 			}
 			e := wire.Entry{Job: statsJob.Job, Seed: statsJob.Seed, Worker: fmt.Sprint("w", w), Seq: uint64(seq), N: n, Hits: h, Kernel: "go"}
-			c.Credit(wire.LedgerEntry{ID: fmt.Sprintf("%d-%d", seq, w), Payload: wire.EncodeEntry(e)})
+			c.Credit(wire.LedgerEntry{Worker: e.Worker, ID: fmt.Sprintf("%d-%d", seq, w), Payload: wire.EncodeEntry(e)})
 		}
 	}
 	return c.Summary()

@@ -60,7 +60,8 @@ type Summary struct {
 	Duplicates uint64 `json:"duplicates"`
 	// Gaps is the seqs missing between the entries credited to a worker, over all workers.
 	Gaps uint64 `json:"gaps"`
-	// LedgerPos is the ledger (Redis stream) position credited up to.
+	// LedgerPos is the mark credited up to: every entry appended to the
+	// ledger before it (a Redis stream ID, by the server's clock) is counted.
 	LedgerPos string `json:"ledger_pos"`
 	// Seconds is the time since the collector started.
 	Seconds Float `json:"seconds"`
@@ -123,7 +124,7 @@ func (c *Collector) Summary() Summary {
 		Bias: mcpi.PiBias, PiDigits: CertainDigits(t.Pi(), lo, hi), AnonymousN: c.pool.anon.N,
 		Workers: len(c.pool.workers) - len(c.pool.quarantined), Batches: c.pool.batches, Anonymous: c.pool.anonBatches,
 		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: c.pool.duplicates, Gaps: c.pool.gaps,
-		LedgerPos: c.pool.pos, Seconds: Float(secs), StoppedBy: c.stopped, Stale: c.stale, TargetSE: Float(c.cfg.TargetSE), Accepted: c.pool.accepted,
+		LedgerPos: c.pool.mark, Seconds: Float(secs), StoppedBy: c.stopped, Stale: c.stale, TargetSE: Float(c.cfg.TargetSE), Accepted: c.pool.accepted,
 		Verification: ver, Quarantined: []QuarantineInfo{},
 	}
 	for r, n := range c.rejected {

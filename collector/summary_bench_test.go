@@ -19,7 +19,7 @@ func BenchmarkSummary(b *testing.B) {
 			es := make([]wire.LedgerEntry, workers)
 			for w := range es {
 				e := wire.Entry{Job: statsJob.Job, Seed: statsJob.Seed, Worker: fmt.Sprint("w", w), Seq: 1, N: 1 << 20, Hits: 823550 + uint64(w%1000), Kernel: "go", Seconds: 0.1}
-				es[w] = wire.LedgerEntry{ID: fmt.Sprintf("1-%d", w), Payload: wire.EncodeEntry(e)}
+				es[w] = wire.LedgerEntry{Worker: e.Worker, ID: fmt.Sprintf("1-%d", w), Payload: wire.EncodeEntry(e)}
 			}
 			c.Credit(es...)
 			if s := c.Summary(); s.Workers != workers {

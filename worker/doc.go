@@ -25,7 +25,8 @@
 //
 // Then it reads the job state (and leaves at once if the job is done) and
 // its place in the ledger (the checkpoint's credit and its own entries after
-// it), and resumes after its last entry. After every append and whenever a
+// it, in its own stream {channel}:ledger:<id>), and resumes after its last
+// entry. After every append and whenever a
 // message arrives on the control channel it reads the state again, and
 // leaves when the job is done or reset, abandoning the batch in flight.
 //

@@ -42,7 +42,7 @@ func TestStats(t *testing.T) {
 // refusingBus refuses every report, as an unreachable Redis would.
 type refusingBus struct{ *membus.Bus }
 
-func (refusingBus) Append(context.Context, []wire.Signed) error {
+func (refusingBus) Append(context.Context, string, []wire.Signed) error {
 	return errors.New("connection refused")
 }
 

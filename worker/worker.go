@@ -18,15 +18,15 @@ import (
 // Bus is what a worker needs from the job's transport. internal/redisbus and
 // internal/membus implement it.
 type Bus interface {
-	// Append appends entries to the job's ledger and publishes each on the
-	// report channel, in order, all or none.
-	Append(ctx context.Context, entries []wire.Signed) error
-	// ReadLedger returns up to count ledger entries after position after,
-	// oldest first (block ≤ 0: without waiting).
-	ReadLedger(ctx context.Context, after string, count int, block time.Duration) ([]wire.LedgerEntry, error)
-	// Credited returns the checkpoint's ledger position and the credit it
-	// records for worker (nil if none).
-	Credited(ctx context.Context, worker string) (pos string, credit []byte, err error)
+	// Append appends entries to worker's stream of the job's ledger and
+	// publishes each on the report channel, in order, all or none.
+	Append(ctx context.Context, worker string, entries []wire.Signed) error
+	// ReadLedgers returns up to count entries of each worker's stream after
+	// its cursor, oldest first, without waiting.
+	ReadLedgers(ctx context.Context, from []wire.Cursor, count int) ([]wire.LedgerEntry, error)
+	// Credited returns the credit the checkpoint records for worker (nil
+	// if none).
+	Credited(ctx context.Context, worker string) (credit []byte, err error)
 	// State returns the job state, nil if none has been written.
 	State(ctx context.Context) ([]byte, error)
 	// Heartbeat publishes a presence message (wire.Presence) of worker.
@@ -224,22 +224,23 @@ func (w *Worker) resume(ctx context.Context) (job, error) {
 	if s.MaxN == 0 || s.MaxN > wire.MaxEntryN {
 		j.state.MaxN = wire.MaxEntryN
 	}
-	pos, credit, err := w.bus.Credited(ctx, w.cfg.ID)
+	credit, err := w.bus.Credited(ctx, w.cfg.ID)
 	if err != nil {
 		return job{}, err
 	}
+	pos := ""
 	if credit != nil {
 		cr, err := wire.DecodeCredit(credit)
 		if err != nil {
 			return job{}, fmt.Errorf("this worker's checkpoint: %w", err)
 		}
-		j.seq, j.n = cr.Seq, cr.N
+		j.seq, j.n, pos = cr.Seq, cr.N, cr.Pos
 	}
 	// Entries appended after the checkpoint are not credited yet: find
-	// ours. With a key, only entries it signed are ours: anyone may append
-	// an entry under this worker's id.
+	// them in this worker's stream. With a key, only entries it signed are
+	// its own: with a shared Redis user another worker could append here.
 	for {
-		entries, err := w.bus.ReadLedger(ctx, pos, 1000, 0)
+		entries, err := w.bus.ReadLedgers(ctx, []wire.Cursor{{Worker: w.cfg.ID, After: pos}}, 1000)
 		if err != nil {
 			return job{}, err
 		}
@@ -393,7 +394,7 @@ func (w *Worker) publish(ctx context.Context, q *queue, jobID string, stop conte
 				}
 				break
 			}
-			err := w.bus.Append(ctx, signed(batch))
+			err := w.bus.Append(ctx, w.cfg.ID, signed(batch))
 			if err == nil {
 				q.drop(len(batch))
 				w.lastSaid.Store(time.Now().UnixNano()) // an entry says alive too

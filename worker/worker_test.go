@@ -45,10 +45,7 @@ func newBus(t *testing.T) *membus.Bus {
 // ledger returns the entries of worker id in the ledger, decoded.
 func ledger(t *testing.T, bus *membus.Bus, id string) ([]wire.Entry, []wire.LedgerEntry) {
 	t.Helper()
-	les, err := bus.ReadLedger(t.Context(), "", 1<<20, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	les := bus.Entries()
 	var es []wire.Entry
 	var raw []wire.LedgerEntry
 	for _, le := range les {
@@ -114,10 +111,10 @@ func TestResumesUnderTheSameID(t *testing.T) {
 	// worker resumes from the checkpoint, and keeps its entry size even when
 	// told another.
 	if _, err := bus.SaveCheckpoint(t.Context(), raw[2].ID, map[string][]byte{
-		wire.CheckpointWorker + "same": wire.EncodeCredit(wire.Credit{Seq: 3, N: 1000, TotalN: 3000, Entries: 3})}); err != nil {
+		wire.CheckpointWorker + "same": wire.EncodeCredit(wire.Credit{Seq: 3, N: 1000, TotalN: 3000, Entries: 3, Pos: raw[2].ID})}); err != nil {
 		t.Fatal(err)
 	}
-	if err := bus.TrimLedger(t.Context(), raw[3].ID); err != nil {
+	if err := bus.TrimLedgers(t.Context(), map[string]string{"same": raw[3].ID}); err != nil {
 		t.Fatal(err)
 	}
 	w := newWorker(t, bus, worker.Config{ID: "same", Batch: 5000, MaxBatches: 1})
@@ -227,12 +224,12 @@ type flaky struct {
 	appends atomic.Int64
 }
 
-func (f *flaky) Append(ctx context.Context, es []wire.Signed) error {
+func (f *flaky) Append(ctx context.Context, worker string, es []wire.Signed) error {
 	if f.down.Load() {
 		return errors.New("connection refused")
 	}
 	f.appends.Add(1)
-	return f.Bus.Append(ctx, es)
+	return f.Bus.Append(ctx, worker, es)
 }
 
 // While the bus is down the worker keeps sampling and queues its entries;
@@ -307,7 +304,7 @@ func TestResumeIgnoresForgedEntries(t *testing.T) {
 	for _, key := range [][]byte{jobKey, nil} {
 		bus := newBus(t)
 		sig := wire.Sign(wire.WorkerKey(jobKey, "mallory"), forged)
-		if err := bus.Append(t.Context(), []wire.Signed{{Payload: forged, Sig: sig}}); err != nil {
+		if err := bus.Append(t.Context(), "w", []wire.Signed{{Payload: forged, Sig: sig}}); err != nil {
 			t.Fatal(err)
 		}
 		w := newWorker(t, bus, worker.Config{ID: "w", JobKey: key, Batch: 1000, MaxBatches: 2})

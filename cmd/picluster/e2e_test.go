@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/internal/bustest"
 	"github.com/picluster/picluster/internal/redisbus"
 	"github.com/picluster/picluster/internal/redistest"
 	"github.com/picluster/picluster/internal/wire"
@@ -151,27 +152,17 @@ func totals(t *testing.T, url string, opts ...string) (n, hits mcpi.Count, worke
 	}
 	ids := map[string]bool{}
 	seen := map[string]bool{} // an append retried after a lost reply may be in the ledger twice; it counts once
-	pos := ""
-	for {
-		page, err := bus.ReadLedger(t.Context(), pos, 1000, 0)
-		if err != nil {
-			t.Fatal(err)
+	for _, le := range bustest.Entries(t, bus) {
+		e, err := wire.DecodeEntry(le.Payload)
+		key := fmt.Sprintf("%s\x00%d", e.Worker, e.Seq)
+		if err != nil || e.Worker != le.Worker || e.Job != st.Job || q[e.Worker] != nil || seen[key] {
+			continue
 		}
-		for _, le := range page {
-			pos = le.ID
-			e, err := wire.DecodeEntry(le.Payload)
-			key := fmt.Sprintf("%s\x00%d", e.Worker, e.Seq)
-			if err != nil || e.Job != st.Job || q[e.Worker] != nil || seen[key] {
-				continue
-			}
-			seen[key] = true
-			n, hits = n.Add(mcpi.CountOf(e.N)), hits.Add(mcpi.CountOf(e.Hits))
-			ids[e.Worker] = true
-		}
-		if len(page) < 1000 {
-			return n, hits, len(ids)
-		}
+		seen[key] = true
+		n, hits = n.Add(mcpi.CountOf(e.N)), hits.Add(mcpi.CountOf(e.Hits))
+		ids[e.Worker] = true
 	}
+	return n, hits, len(ids)
 }
 
 func redisCLI(t *testing.T, srv *redistest.Server, args ...string) string {

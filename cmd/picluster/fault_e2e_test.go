@@ -86,8 +86,8 @@ func TestPermanentErrorsEndTheCommand(t *testing.T) {
 	// NOPERM for a worker: a user that may read the job but not append.
 	t.Run("NOPERM/worker", func(t *testing.T) {
 		acl := filepath.Join(t.TempDir(), "users.acl")
-		rules := ACLRules("pi_collector", collectorPass, workerPass) +
-			"user reader on >ro resetkeys resetchannels ~{pi_collector}:* &* -@all +get +hmget +xread +subscribe +ping +hello +client|setname\n"
+		rules := ACLRules("pi_collector", collectorPass, workerPass, nil) +
+			"user reader on >ro resetkeys resetchannels ~{pi_collector}:* &* -@all +get +hget +xread +subscribe +ping +hello +client|setname\n"
 		if err := os.WriteFile(acl, []byte(rules), 0o600); err != nil {
 			t.Fatal(err)
 		}

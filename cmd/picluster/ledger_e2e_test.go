@@ -22,13 +22,15 @@ import (
 const (
 	collectorPass = "collector-secret-1"
 	workerPass    = "worker-secret-2"
+	node7Pass     = "node7-secret-3"
+	malloryPass   = "mallory-secret-4"
 )
 
 // aclServer starts a redis-server whose users are those of picluster acl.
 func aclServer(t *testing.T, opt redistest.Options) *redistest.Server {
 	t.Helper()
 	acl := filepath.Join(t.TempDir(), "users.acl")
-	if err := os.WriteFile(acl, []byte(ACLRules("pi_collector", collectorPass, workerPass)), 0o600); err != nil {
+	if err := os.WriteFile(acl, []byte(ACLRules("pi_collector", collectorPass, workerPass, map[string]string{"node7": node7Pass, "mallory": malloryPass})), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	opt.Args = append(opt.Args, "--aclfile", acl)
@@ -64,12 +66,12 @@ func TestACLRules(t *testing.T) {
 	w := func(args ...string) string { return cli(t, srv, "picluster-worker", workerPass, args...) }
 	c := func(args ...string) string { return cli(t, srv, "picluster-collector", collectorPass, args...) }
 	for _, ok := range [][]string{
-		{"XADD", "{pi_collector}:ledger", "*", "e", "x"},
+		{"XADD", "{pi_collector}:ledger:w1", "*", "e", "x"},
 		{"PUBLISH", "pi_collector", "x"},
 		{"PUBLISH", "{pi_collector}:presence", "x"},
 		{"GET", "{pi_collector}:state"},
-		{"HMGET", "{pi_collector}:checkpoint", "pos", "w:a"},
-		{"XREAD", "COUNT", "1", "STREAMS", "{pi_collector}:ledger", "0"},
+		{"HGET", "{pi_collector}:checkpoint", "w:a"},
+		{"XREAD", "COUNT", "1", "STREAMS", "{pi_collector}:ledger:w1", "0"},
 		{"SET", "{pi_collector}:lease:w1", "token", "NX", "PX", "10000"},
 		{"GET", "{pi_collector}:lease:w1"},
 		{"PTTL", "{pi_collector}:lease:w1"},
@@ -86,14 +88,15 @@ func TestACLRules(t *testing.T) {
 		{"HSET", "{pi_collector}:quarantine", "a", "x"},
 		{"HDEL", "{pi_collector}:quarantine", "a"},
 		{"HSET", "{pi_collector}:totals", "a", "x"},
-		{"DEL", "{pi_collector}:ledger"},
-		{"XTRIM", "{pi_collector}:ledger", "MAXLEN", "0"},
-		{"XDEL", "{pi_collector}:ledger", "0-1"},
-		{"XADD", "{other}:ledger", "*", "e", "x"},
+		{"DEL", "{pi_collector}:ledger:w1"},
+		{"XTRIM", "{pi_collector}:ledger:w1", "MAXLEN", "0"},
+		{"XDEL", "{pi_collector}:ledger:w1", "0-1"},
+		{"XADD", "{other}:ledger:w1", "*", "e", "x"},
+		{"XADD", "{pi_collector}:state", "*", "e", "x"},
 		{"SET", "{other}:lease:w1", "token"},
-		{"PEXPIRE", "{pi_collector}:ledger", "1"},
+		{"PEXPIRE", "{pi_collector}:ledger:w1", "1"},
 		{"DEL", "{pi_collector}:checkpoint"},
-		{"SET", "{pi_collector}:ledger", "x"},
+		{"SET", "{pi_collector}:ledger:w2", "x"},
 		{"PUBLISH", "other", "x"},
 		{"SET", "x", "y"},
 		{"FLUSHALL"},
@@ -109,9 +112,12 @@ func TestACLRules(t *testing.T) {
 		{"SET", "{pi_collector}:state", `{"status":"running"}`},
 		{"HSET", "{pi_collector}:checkpoint", "pos", "0-1"},
 		{"HSET", "{pi_collector}:quarantine", "a", "x"},
-		{"XTRIM", "{pi_collector}:ledger", "MINID", "0-1"},
+		{"XTRIM", "{pi_collector}:ledger:w1", "MINID", "0-1"},
 		{"PUBLISH", "{pi_collector}:control", "x"},
 		{"DEL", "{pi_collector}:readers"},
+		{"TIME"},
+		{"SCAN", "0", "MATCH", "{pi_collector}:ledger:*", "TYPE", "stream"},
+		{"UNLINK", "{pi_collector}:ledger:w1"},
 	} {
 		if got := c(ok...); strings.Contains(got, "NOPERM") || strings.Contains(got, "ERR") {
 			t.Errorf("collector %v: %q, want allowed", ok, got)
@@ -120,6 +126,36 @@ func TestACLRules(t *testing.T) {
 	for _, denied := range [][]string{{"FLUSHALL"}, {"CONFIG", "SET", "maxmemory", "1"}, {"SET", "{other}:state", "x"}, {"ACL", "SETUSER", "eve", "on"}, {"SHUTDOWN"}} {
 		if got := c(denied...); !strings.Contains(got, "NOPERM") {
 			t.Errorf("collector %v: %q, want NOPERM", denied, got)
+		}
+	}
+	// A worker's own user (acl --worker node7) reaches its own stream and
+	// lease, and nothing of another worker's: it can neither erase nor
+	// block their entries.
+	n7 := func(args ...string) string { return cli(t, srv, WorkerUser("node7"), node7Pass, args...) }
+	for _, ok := range [][]string{
+		{"XADD", "{pi_collector}:ledger:node7", "*", "e", "x"},
+		{"XREAD", "COUNT", "1", "STREAMS", "{pi_collector}:ledger:node7", "0"},
+		{"PUBLISH", "pi_collector", "x"},
+		{"GET", "{pi_collector}:state"},
+		{"HGET", "{pi_collector}:checkpoint", "w:node7"},
+		{"SET", "{pi_collector}:lease:node7", "token", "NX", "PX", "10000"},
+		{"DEL", "{pi_collector}:lease:node7"},
+	} {
+		if got := n7(ok...); strings.Contains(got, "NOPERM") || strings.Contains(got, "ERR") {
+			t.Errorf("node7 %v: %q, want allowed", ok, got)
+		}
+	}
+	for _, denied := range [][]string{
+		{"XADD", "{pi_collector}:ledger:node8", "MAXLEN", "0", "*", "e", "x"},
+		{"XADD", "{pi_collector}:ledger:node8", "18446744073709551615-18446744073709551615", "e", "x"},
+		{"XADD", "{pi_collector}:ledger:node7x", "*", "e", "x"},
+		{"XREAD", "COUNT", "1", "STREAMS", "{pi_collector}:ledger:node8", "0"},
+		{"DEL", "{pi_collector}:lease:node8"},
+		{"SET", "{pi_collector}:state", "x"},
+		{"HSET", "{pi_collector}:checkpoint", "w:node7", "x"},
+	} {
+		if got := n7(denied...); !strings.Contains(got, "NOPERM") {
+			t.Errorf("node7 %v: %q, want NOPERM", denied, got)
 		}
 	}
 }
@@ -191,6 +227,9 @@ func signedEntry(t *testing.T, st wire.State, keyFile, worker string, seq, n uin
 	return string(p), wire.Sign(key, p)
 }
 
+// entryOf pairs an entry's JSON and signature.
+func entryOf(p, sig string) [2]string { return [2]string{p, sig} }
+
 // TestAttacksOverRedis scripts the attacks of a holder of worker
 // credentials (and of anyone who can publish) against a job in secure mode
 // on a real redis-server with the ACL users, and checks each outcome: the
@@ -208,7 +247,9 @@ func TestAttacksOverRedis(t *testing.T) {
 	col.waitOutput(t, "job loaded from the ledger", 20*time.Second)
 	st := jobState(t, wURL, "pi_collector")
 	w := func(args ...string) string { return cli(t, srv, "picluster-worker", workerPass, args...) }
-	xadd := func(p, sig string) string { return w("XADD", "{pi_collector}:ledger", "*", "e", p, "s", sig) }
+	xadd := func(stream string, e [2]string) string {
+		return w("XADD", "{pi_collector}:ledger:"+stream, "*", "e", e[0], "s", e[1])
+	}
 
 	// 1. One huge anonymous report: refused in secure mode (and capped in open mode).
 	w("PUBLISH", "pi_collector", `{"n":18446744073709551615,"pi_approx":3.2}`)
@@ -216,30 +257,44 @@ func TestAttacksOverRedis(t *testing.T) {
 	p, sig := signedEntry(t, st, wkeys["mallory"], "honest0", math.MaxUint32, 1<<20, 0, -1)
 	_, malloryKey, _ := wire.ParseKey(must(os.ReadFile(wkeys["mallory"])))
 	forged := strings.Replace(p, `"seq":4294967295`, `"seq":18446744073709551615`, 1)
-	xadd(forged, wire.Sign(malloryKey, []byte(forged)))
-	xadd(p, sig)
+	xadd("honest0", [2]string{forged, wire.Sign(malloryKey, []byte(forged))})
+	xadd("honest0", [2]string{p, sig})
 	// 3. A credentialed worker biased at z = 4 in every batch.
 	const n = 1 << 22
 	sd := math.Sqrt(n * math.Pi / 4 * (1 - math.Pi/4))
 	for seq := uint64(1); seq <= 5; seq++ {
-		xadd(signedEntry(t, st, wkeys["mallory"], "mallory", seq, n, int64(4*sd), -1))
+		xadd("mallory", entryOf(signedEntry(t, st, wkeys["mallory"], "mallory", seq, n, int64(4*sd), -1)))
 	}
 	// 4. A credentialed worker claiming samples it never drew: the largest
 	// entries, with plausible hits.
 	plausible := int64(math.Round(float64(uint64(wire.MaxEntryN)) * math.Pi / 4))
 	for seq := uint64(1); seq <= 3; seq++ {
-		xadd(signedEntry(t, st, wkeys["mallory2"], "mallory2", seq, wire.MaxEntryN, 0, plausible))
+		xadd("mallory2", entryOf(signedEntry(t, st, wkeys["mallory2"], "mallory2", seq, wire.MaxEntryN, 0, plausible)))
 	}
 	// 5. Writing the state, the control channel, another's totals or the checkpoint.
 	for _, denied := range [][]string{
 		{"SET", "{pi_collector}:state", `{"status":"done","job":"` + st.Job + `"}`},
 		{"HSET", "{pi_collector}:totals", "honest0", `{"n":1}`},
 		{"HSET", "{pi_collector}:checkpoint", "w:honest0", `{"seq":99}`},
-		{"DEL", "{pi_collector}:ledger"},
+		{"DEL", "{pi_collector}:ledger:honest0"},
 		{"FLUSHALL"},
 	} {
 		if got := w(denied...); !strings.Contains(got, "NOPERM") {
 			t.Errorf("worker %v: %q, want NOPERM", denied[:2], got)
+		}
+	}
+	// 5b. With a user of its own (acl --worker), a worker cannot erase
+	// another's entries (XADD … MAXLEN 0) nor block its stream (XADD with
+	// the largest ID): ACLs cannot restrict XADD's options, but they keep
+	// it to its own stream.
+	m := func(args ...string) string { return cli(t, srv, WorkerUser("mallory"), malloryPass, args...) }
+	for _, denied := range [][]string{
+		{"XADD", "{pi_collector}:ledger:honest0", "MAXLEN", "0", "*", "e", "x"},
+		{"XADD", "{pi_collector}:ledger:honest1", "18446744073709551615-18446744073709551615", "e", "x"},
+		{"DEL", "{pi_collector}:lease:honest0"},
+	} {
+		if got := m(denied...); !strings.Contains(got, "NOPERM") {
+			t.Errorf("mallory's own user %v: %q, want NOPERM", denied[:2], got)
 		}
 	}
 	w("PUBLISH", "{pi_collector}:control", `{"status":"done"}`) // allowed, and only a hint: workers read the state
@@ -249,7 +304,7 @@ func TestAttacksOverRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := srv.Addr[strings.LastIndex(srv.Addr, ":")+1:]
-	for _, cmd := range [][]string{{"PUBLISH", "pi_collector"}, {"XADD", "{pi_collector}:ledger", "*", "e"}} {
+	for _, cmd := range [][]string{{"PUBLISH", "pi_collector"}, {"XADD", "{pi_collector}:ledger:mallory", "*", "e"}} {
 		c := exec.Command("redis-cli", append([]string{"-p", port, "--no-auth-warning", "--user", "picluster-worker", "--pass", workerPass, "-x"}, cmd...)...)
 		c.Stdin = bytes.NewReader(must(os.ReadFile(big)))
 		if out, err := c.CombinedOutput(); err != nil {
@@ -400,7 +455,7 @@ func TestK8sSecretHasTheACLRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(ACLRules("pi_collector", "change-me-collector", "change-me-worker")), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(ACLRules("pi_collector", "change-me-collector", "change-me-worker", nil)), "\n") {
 		if !strings.Contains(string(b), "    "+line+"\n") {
 			t.Errorf("deploy/k8s/secrets.yaml lacks the rule %q", line)
 		}

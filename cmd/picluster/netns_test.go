@@ -127,7 +127,7 @@ type ledgerReader struct {
 	n, hits mcpi.Count
 	seen    map[string]bool
 	last    map[string]uint64 // each worker's highest seq
-	pos     string
+	pos     map[string]string // where each worker's stream is read to
 }
 
 func (r *ledgerReader) read(t *testing.T, url string, stop <-chan struct{}) {
@@ -143,14 +143,24 @@ func (r *ledgerReader) read(t *testing.T, url string, stop <-chan struct{}) {
 			return
 		default:
 		}
-		page, err := bus.ReadLedger(t.Context(), r.pos, 1000, 200*time.Millisecond)
-		if err != nil {
-			time.Sleep(50 * time.Millisecond) // Redis frozen or restarting: read again
+		workers, _, err := bus.ScanLedgers(t.Context(), 0) // a few workers: one page
+		var page []wire.LedgerEntry
+		if err == nil {
+			from := make([]wire.Cursor, len(workers))
+			r.mu.Lock()
+			for i, w := range workers {
+				from[i] = wire.Cursor{Worker: w, After: r.pos[w]}
+			}
+			r.mu.Unlock()
+			page, err = bus.ReadLedgers(t.Context(), from, 1000)
+		}
+		if err != nil || len(page) == 0 {
+			time.Sleep(50 * time.Millisecond) // Redis frozen or restarting, or nothing new: read again
 			continue
 		}
 		r.mu.Lock()
 		for _, le := range page {
-			r.pos = le.ID
+			r.pos[le.Worker] = le.ID
 			e, err := wire.DecodeEntry(le.Payload)
 			key := fmt.Sprintf("%s\x00%d", e.Worker, e.Seq)
 			if err != nil || r.seen[key] {
@@ -225,7 +235,7 @@ func TestMultiHostFaults(t *testing.T) {
 	until(t, "redis answers", 10*time.Second, func() bool {
 		return exec.Command("redis-cli", "-h", rip, "PING").Run() == nil
 	})
-	reader := &ledgerReader{seen: map[string]bool{}, last: map[string]uint64{}}
+	reader := &ledgerReader{seen: map[string]bool{}, last: map[string]uint64{}, pos: map[string]string{}}
 	stopReader := make(chan struct{})
 	readerDone := make(chan struct{})
 	go func() { defer close(readerDone); reader.read(t, url, stopReader) }()
@@ -386,7 +396,7 @@ func TestMultiHostRedisLosesItsData(t *testing.T) {
 	redis := s.run("redis", redisArgs...)
 	pong := func() bool { return exec.Command("redis-cli", "-h", rip, "PING").Run() == nil }
 	until(t, "redis answers", 10*time.Second, pong)
-	reader := &ledgerReader{seen: map[string]bool{}, last: map[string]uint64{}}
+	reader := &ledgerReader{seen: map[string]bool{}, last: map[string]uint64{}, pos: map[string]string{}}
 	stopReader, readerDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(readerDone); reader.read(t, url, stopReader) }()
 	defer func() { close(stopReader); <-readerDone }()

@@ -8,7 +8,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	mrand "math/rand/v2"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/picluster/picluster/collector"
@@ -53,26 +56,55 @@ func (e *env) keyCmd(_ context.Context, args []string) error {
 	return nil
 }
 
-// ACLRules returns Redis ACL rules (the aclfile format) for a collector
-// user and a worker user of the job on channel, with the passwords given.
-// Workers may append to the ledger, publish on the job's channels, read
-// the state and their checkpoint, and hold their leases (a Redis 7 selector
-// grants SET, GET, PEXPIRE, PTTL, DEL and WATCH on {channel}:lease:* only); only the collector writes the state, the
-// checkpoint, the readers and the quarantine, or deletes anything.
-func ACLRules(channel, collectorPass, workerPass string) string {
+// ACLRules returns Redis ACL rules (the aclfile format) for the job on
+// channel: a collector user; a worker user that every worker shares, when
+// workerPass is not empty; and a user of its own for each worker of own
+// (id → password). Workers may append to their stream of the ledger, publish
+// on the job's channels, read the state and their checkpoint, and hold their
+// leases (a Redis 7 selector grants SET, GET, PEXPIRE, PTTL, DEL and WATCH
+// on leases only). A worker's own user reaches its own stream and lease
+// only, so it cannot erase or block another's entries, which the shared
+// user can (ACLs cannot restrict XADD's MAXLEN, MINID or explicit IDs).
+// Only the collector writes the state, the checkpoint, the readers and the
+// quarantine, or deletes anything.
+func ACLRules(channel, collectorPass, workerPass string, own map[string]string) string {
 	k := redisbus.KeysOf(channel)
 	tag := "{" + channel + "}"
-	return fmt.Sprintf(`user default off
-user picluster-collector on >%s resetkeys resetchannels ~%s:* &%s &%s:* -@all +@read +@write +@stream +@pubsub +@transaction +@connection -@dangerous
-user picluster-worker on >%s resetkeys resetchannels ~%s %%R~%s %%R~%s &%s &%s &%s -@all +xadd +xread +publish +subscribe +unsubscribe +ping +get +hmget +multi +exec +discard +unwatch +hello +auth +client|setname (~%s* +set +get +pexpire +pttl +del +watch)
-`, collectorPass, tag, channel, tag, workerPass, k.Ledger, k.State, k.Checkpoint, channel, k.Presence, k.Control, k.Lease)
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "user default off\n")
+	fmt.Fprintf(&sb, "user picluster-collector on >%s resetkeys resetchannels ~%s:* &%s &%s:* -@all +@read +@write +@stream +@pubsub +@transaction +@connection +time -@dangerous\n",
+		collectorPass, tag, channel, tag)
+	worker := func(user, pass, stream, lease string) {
+		fmt.Fprintf(&sb, "user %s on >%s resetkeys resetchannels ~%s %%R~%s %%R~%s &%s &%s &%s -@all +xadd +xread +publish +subscribe +unsubscribe +ping +get +hget +multi +exec +discard +unwatch +hello +auth +client|setname (~%s +set +get +pexpire +pttl +del +watch)\n",
+			user, pass, stream, k.State, k.Checkpoint, channel, k.Presence, k.Control, lease)
+	}
+	if workerPass != "" {
+		worker("picluster-worker", workerPass, redisbus.GlobEscape(k.Ledger)+"*", redisbus.GlobEscape(k.Lease)+"*")
+	}
+	for _, id := range slices.Sorted(maps.Keys(own)) {
+		worker(WorkerUser(id), own[id], redisbus.GlobEscape(k.Ledger+id), redisbus.GlobEscape(k.Lease+id))
+	}
+	return sb.String()
+}
+
+// WorkerUser is the name of the Redis user of the worker called id alone.
+func WorkerUser(id string) string { return "picluster-worker-" + id }
+
+// validACLWorker reports whether id can name a worker's own Redis user: an
+// aclfile line is split at white space.
+func validACLWorker(id string) error {
+	if id == "" || len(id) > wire.MaxWorkerLen || strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return badFlag("--worker %q: want 1 to %d bytes without spaces or control characters", id, wire.MaxWorkerLen)
+	}
+	return nil
 }
 
 // aclCmd prints ready-to-use ACL rules with fresh passwords.
 func (e *env) aclCmd(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("acl", flag.ContinueOnError)
 	channel := fs.String("channel", "pi_collector", "the job's report `channel`")
-	if err := e.parse(fs, "Prints Redis ACL rules (aclfile format) for a collector user and a worker user of\none job, with fresh random passwords. Save them as the server's aclfile (redis.conf:\naclfile /etc/redis/users.acl) or load each line with ACL SETUSER. Workers can append\nto the ledger, publish and read the state; they cannot write the state, the\ncheckpoint or the quarantine, nor delete anything.", args); err != nil {
+	workers := fs.String("worker", "", "comma-separated worker `ids`: a user of its own for each, instead of one user all workers share")
+	if err := e.parse(fs, "Prints Redis ACL rules (aclfile format) for a collector user and the workers' users of\none job, with fresh random passwords. Save them as the server's aclfile (redis.conf:\naclfile /etc/redis/users.acl) or load each line with ACL SETUSER. Workers can append\nto their stream of the ledger, publish and read the state; they cannot write the\nstate, the checkpoint or the quarantine, nor delete anything. With --worker, each\nworker gets a user of its own that reaches only its own stream: use it for\nmachines you do not control.", args); err != nil {
 		return err
 	}
 	if err := redisbus.ValidChannel(*channel); err != nil {
@@ -83,11 +115,26 @@ func (e *env) aclCmd(_ context.Context, args []string) error {
 		_, _ = rand.Read(b[:])
 		return hex.EncodeToString(b[:])
 	}
-	cp, wp := pw(), pw()
+	own := map[string]string{}
+	if *workers != "" {
+		for id := range strings.SplitSeq(*workers, ",") {
+			if err := validACLWorker(id); err != nil {
+				return err
+			}
+			own[id] = pw()
+		}
+	}
+	cp, wp := pw(), ""
 	fmt.Fprintf(e.stderr, "ACL users for job %q, with new passwords: keep them secret. An aclfile has no comments, so the URLs go here:\n", *channel)
 	fmt.Fprintf(e.stderr, "  collector: REDIS_URL=redis://picluster-collector:%s@HOST:6379\n", cp)
-	fmt.Fprintf(e.stderr, "  workers:   REDIS_URL=redis://picluster-worker:%s@HOST:6379\n", wp)
-	fmt.Fprint(e.stdout, ACLRules(*channel, cp, wp))
+	if len(own) == 0 {
+		wp = pw()
+		fmt.Fprintf(e.stderr, "  workers:   REDIS_URL=redis://picluster-worker:%s@HOST:6379\n", wp)
+	}
+	for _, id := range slices.Sorted(maps.Keys(own)) {
+		fmt.Fprintf(e.stderr, "  worker %s: REDIS_URL=redis://%s:%s@HOST:6379 (and --id %s)\n", id, WorkerUser(id), own[id], id)
+	}
+	fmt.Fprint(e.stdout, ACLRules(*channel, cp, wp, own))
 	return nil
 }
 
@@ -176,28 +223,20 @@ func verifyLedger(ctx context.Context, bus *redisbus.Bus, jobKey []byte, k mcpi.
 	res := verifyResult{Mismatches: []mismatch{}}
 	var entries []wire.Entry
 	var s1 float64
-	pos := ""
-	for {
-		page, err := bus.ReadLedger(ctx, pos, 1000, 0)
-		if err != nil {
-			return res, err
+	err := collector.ReadLedger(ctx, bus, func(le wire.LedgerEntry) {
+		e, err := wire.DecodeEntry(le.Payload)
+		if err != nil || e.Worker != le.Worker {
+			return
 		}
-		for _, le := range page {
-			pos = le.ID
-			e, err := wire.DecodeEntry(le.Payload)
-			if err != nil {
-				continue
-			}
-			if jobKey != nil && !wire.SignatureOK(wire.WorkerKey(jobKey, e.Worker), le.Payload, le.Sig) {
-				res.BadSig++
-				continue
-			}
-			entries = append(entries, e)
-			s1 += float64(e.N)
+		if jobKey != nil && !wire.SignatureOK(wire.WorkerKey(jobKey, e.Worker), le.Payload, le.Sig) {
+			res.BadSig++
+			return
 		}
-		if len(page) < 1000 {
-			break
-		}
+		entries = append(entries, e)
+		s1 += float64(e.N)
+	})
+	if err != nil {
+		return res, err
 	}
 	res.Entries, res.TotalN = len(entries), s1
 	var chosen []wire.Entry

@@ -34,11 +34,15 @@ def main():
                 reports += 1
         print(json.dumps({"sum_n": total, "reports": reports}), flush=True)
         return
-    # Every batch of a Go worker is an entry of the ledger, a Redis stream.
+    # Every batch of a Go worker is an entry of the ledger: one Redis stream
+    # per worker, {channel}:ledger:<worker id>.
     n = hits = 0
-    for _id, fields in r.xrange("{%s}:ledger" % args.channel):
-        e = json.loads(fields[b"e"])
-        n, hits = n + e["n"], hits + e["hits"]
+    prefix = "{%s}:ledger:" % args.channel
+    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+    for key in r.scan_iter(match=pattern, _type="stream", count=1000):
+        for _id, fields in r.xrange(key):
+            e = json.loads(fields[b"e"])
+            n, hits = n + e["n"], hits + e["hits"]
     if n:
         print(json.dumps({"ledger_n": n, "pi": 4 * hits / n}), flush=True)
     seen, deadline = 0, time.monotonic() + 60

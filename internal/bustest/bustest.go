@@ -29,8 +29,10 @@ type Open func(t *testing.T, channel string) Bus
 // Run runs the suite.
 func Run(t *testing.T, open Open) {
 	t.Run("AppendReachesLedgerAndSubscriber", func(t *testing.T) { testAppend(t, open) })
-	t.Run("ReadLedgerPagesAndBlocks", func(t *testing.T) { testReadLedger(t, open) })
-	t.Run("TrimLedger", func(t *testing.T) { testTrim(t, open) })
+	t.Run("ReadLedgersPagesEachStream", func(t *testing.T) { testReadLedgers(t, open) })
+	t.Run("ScanLedgersFindsEveryStream", func(t *testing.T) { testScan(t, open) })
+	t.Run("TimeIsBeforeLaterEntries", func(t *testing.T) { testTime(t, open) })
+	t.Run("TrimLedgers", func(t *testing.T) { testTrim(t, open) })
 	t.Run("CheckpointOnlyMovesForward", func(t *testing.T) { testCheckpoint(t, open) })
 	t.Run("ReadersAndQuarantine", func(t *testing.T) { testReadersQuarantine(t, open) })
 	t.Run("StateAndControl", func(t *testing.T) { testState(t, open) })
@@ -89,13 +91,29 @@ func signed(n int, prefix string) []wire.Signed {
 	return out
 }
 
-func readAll(t *testing.T, bus Bus, after string) []wire.LedgerEntry {
+// Entries returns every entry of every worker's stream of the ledger.
+func Entries(t testing.TB, l collector.LedgerReader) []wire.LedgerEntry {
+	t.Helper()
+	var out []wire.LedgerEntry
+	if err := collector.ReadLedger(context.Background(), l, func(le wire.LedgerEntry) { out = append(out, le) }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readAll reads worker's stream after after, seven entries at a time.
+func readAll(t *testing.T, bus Bus, worker, after string) []wire.LedgerEntry {
 	t.Helper()
 	var all []wire.LedgerEntry
 	for {
-		page, err := bus.ReadLedger(t.Context(), after, 7, 0)
+		page, err := bus.ReadLedgers(t.Context(), []wire.Cursor{{Worker: worker, After: after}}, 7)
 		if err != nil {
 			t.Fatal(err)
+		}
+		for _, e := range page {
+			if e.Worker != worker {
+				t.Fatalf("an entry of stream %q read from %q's", e.Worker, worker)
+			}
 		}
 		all = append(all, page...)
 		if len(page) < 7 {
@@ -111,10 +129,10 @@ func testAppend(t *testing.T, open Open) {
 	msgs := bus.Subscribe(ctx)
 	Subscribed(t, msgs)
 	in := signed(100, "e")
-	if err := bus.Append(ctx, in[:60]); err != nil {
+	if err := bus.Append(ctx, "w", in[:60]); err != nil {
 		t.Fatal(err)
 	}
-	if err := bus.Append(ctx, in[60:]); err != nil {
+	if err := bus.Append(ctx, "w", in[60:]); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 100 { // entries arrive on the channel in order
@@ -122,9 +140,9 @@ func testAppend(t *testing.T, open Open) {
 			t.Fatalf("message %d = %s, want %s", i, got, want)
 		}
 	}
-	all := readAll(t, bus, "")
+	all := readAll(t, bus, "w", "")
 	if len(all) != 100 {
-		t.Fatalf("ledger holds %d entries, want 100", len(all))
+		t.Fatalf("the stream holds %d entries, want 100", len(all))
 	}
 	var prev wire.ID
 	for i, e := range all {
@@ -137,62 +155,102 @@ func testAppend(t *testing.T, open Open) {
 			t.Fatalf("entry %d = %q/%q, want %q/%q", i, e.Payload, e.Sig, in[i].Payload, in[i].Sig)
 		}
 	}
+	if other := readAll(t, bus, "v", ""); len(other) != 0 {
+		t.Fatalf("another worker's stream holds %d entries", len(other))
+	}
 }
 
-func testReadLedger(t *testing.T, open Open) {
+func testReadLedgers(t *testing.T, open Open) {
 	bus := open(t, "job")
 	ctx := t.Context()
-	if got, err := bus.ReadLedger(ctx, "", 10, 0); len(got) != 0 || err != nil {
-		t.Fatalf("empty ledger: %v, %v", got, err)
+	if got, err := bus.ReadLedgers(ctx, []wire.Cursor{{Worker: "none"}}, 10); len(got) != 0 || err != nil {
+		t.Fatalf("a stream that does not exist: %v, %v", got, err)
 	}
-	// A blocking read returns when an entry is appended.
-	got := make(chan []wire.LedgerEntry, 1)
-	go func() {
-		e, _ := bus.ReadLedger(ctx, "", 10, 5*time.Second)
-		got <- e
-	}()
-	time.Sleep(50 * time.Millisecond) // let the read block first; the result is the same if it does not
-	if err := bus.Append(ctx, signed(1, "late")); err != nil {
-		t.Fatal(err)
+	if got, err := bus.ReadLedgers(ctx, nil, 10); len(got) != 0 || err != nil {
+		t.Fatalf("no streams: %v, %v", got, err)
 	}
-	select {
-	case e := <-got:
-		if len(e) != 1 || string(e[0].Payload) != "late0" {
-			t.Fatalf("blocked read got %v", e)
+	must(t, bus.Append(ctx, "a", signed(5, "a")))
+	must(t, bus.Append(ctx, "b", signed(3, "b")))
+	must(t, bus.Append(ctx, "a:x*", signed(2, "star"))) // a name with a colon and a glob character
+	a := readAll(t, bus, "a", "")
+	// One read of three streams: up to count of each, each in order, each
+	// from its own cursor.
+	got, err := bus.ReadLedgers(ctx, []wire.Cursor{{Worker: "a", After: a[1].ID}, {Worker: "b"}, {Worker: "a:x*"}, {Worker: "none"}}, 2)
+	must(t, err)
+	per := map[string][]string{}
+	for _, e := range got {
+		per[e.Worker] = append(per[e.Worker], string(e.Payload))
+	}
+	want := map[string][]string{"a": {"a2", "a3"}, "b": {"b0", "b1"}, "a:x*": {"star0", "star1"}}
+	if fmt.Sprint(per) != fmt.Sprint(want) {
+		t.Fatalf("ReadLedgers = %v, want %v", per, want)
+	}
+	if rest := readAll(t, bus, "a", a[4].ID); len(rest) != 0 {
+		t.Fatalf("read past the end: %v", rest)
+	}
+}
+
+func testScan(t *testing.T, open Open) {
+	bus := open(t, "job")
+	other := open(t, "job*") // a job whose name is a glob matching this one's keys
+	ctx := t.Context()
+	want := map[string]bool{}
+	for i := range 1500 { // more than one SCAN page
+		w := fmt.Sprintf("w%d", i)
+		want[w] = true
+		must(t, bus.Append(ctx, w, signed(1, w)))
+	}
+	must(t, other.Append(ctx, "intruder", signed(1, "x")))
+	got := map[string]bool{}
+	var cursor uint64
+	for {
+		ws, next, err := bus.ScanLedgers(ctx, cursor)
+		must(t, err)
+		for _, w := range ws {
+			got[w] = true
 		}
-	case <-time.After(Timeout):
-		t.Fatal("a blocked read did not return on append")
+		if cursor = next; cursor == 0 {
+			break
+		}
 	}
-	// A blocking read with nothing new times out empty, without error.
-	all := readAll(t, bus, "")
-	start := time.Now()
-	e, err := bus.ReadLedger(ctx, all[len(all)-1].ID, 10, 100*time.Millisecond)
-	if len(e) != 0 || err != nil || time.Since(start) > Timeout {
-		t.Fatalf("read past the end: %v, %v", e, err)
+	if !maps.Equal(got, want) {
+		t.Fatalf("ScanLedgers found %d workers (intruder: %v), want the 1500 of this job", len(got), got["intruder"])
+	}
+}
+
+func testTime(t *testing.T, open Open) {
+	bus := open(t, "job")
+	ctx := t.Context()
+	must(t, bus.Append(ctx, "w", signed(1, "before")))
+	time.Sleep(2 * time.Millisecond)
+	mark, err := bus.Time(ctx)
+	must(t, err)
+	time.Sleep(2 * time.Millisecond)
+	must(t, bus.Append(ctx, "v", signed(1, "after")))
+	before, after := readAll(t, bus, "w", ""), readAll(t, bus, "v", "")
+	if !wire.Later(mark, before[0].ID) || !wire.Later(after[0].ID, mark) {
+		t.Fatalf("Time = %s between entries %s and %s: want it after the first and before the second", mark, before[0].ID, after[0].ID)
 	}
 }
 
 func testTrim(t *testing.T, open Open) {
 	bus := open(t, "job")
 	ctx := t.Context()
-	if err := bus.Append(ctx, signed(10, "a")); err != nil {
-		t.Fatal(err)
-	}
-	all := readAll(t, bus, "")
-	if err := bus.TrimLedger(ctx, all[6].ID); err != nil {
-		t.Fatal(err)
-	}
-	rest := readAll(t, bus, "")
-	if len(rest) != 4 || rest[0].ID != all[6].ID {
-		t.Fatalf("after trimming to entry 6: %d entries from %v", len(rest), rest)
+	must(t, bus.Append(ctx, "a", signed(10, "a")))
+	must(t, bus.Append(ctx, "b", signed(3, "b")))
+	a, b := readAll(t, bus, "a", ""), readAll(t, bus, "b", "")
+	must(t, bus.TrimLedgers(ctx, map[string]string{"a": a[6].ID, "b": b[1].ID, "none": "1-0"}))
+	ra, rb := readAll(t, bus, "a", ""), readAll(t, bus, "b", "")
+	if len(ra) != 4 || ra[0].ID != a[6].ID || len(rb) != 2 || rb[0].ID != b[1].ID {
+		t.Fatalf("after trimming a to entry 6 and b to 1: %d entries from %v, %d from %v", len(ra), ra, len(rb), rb)
 	}
 }
 
 func testCheckpoint(t *testing.T, open Open) {
 	bus := open(t, "job")
 	ctx := t.Context()
-	if pos, c, err := bus.Credited(ctx, "w"); pos != "" || c != nil || err != nil {
-		t.Fatalf("Credited on a new job = %q, %q, %v", pos, c, err)
+	if c, err := bus.Credited(ctx, "w"); c != nil || err != nil {
+		t.Fatalf("Credited on a new job = %q, %v", c, err)
 	}
 	ok, err := bus.SaveCheckpoint(ctx, "5-0", map[string][]byte{wire.CheckpointWorker + "w": []byte("c5"), wire.CheckpointWorker + "v": []byte("v5")})
 	if !ok || err != nil {
@@ -206,11 +264,15 @@ func testCheckpoint(t *testing.T, open Open) {
 	if !ok || err != nil {
 		t.Fatalf("a later save: %v, %v", ok, err)
 	}
-	if pos, c, err := bus.Credited(ctx, "w"); pos != "10-1" || string(c) != "c10" || err != nil {
-		t.Fatalf("Credited = %q, %q, %v; want 10-1, c10", pos, c, err)
+	ok, err = bus.SaveCheckpoint(ctx, "10-1", map[string][]byte{wire.CheckpointWorker + "v": []byte("v10")})
+	if !ok || err != nil {
+		t.Fatalf("a save at the same mark: %v, %v", ok, err)
+	}
+	if c, err := bus.Credited(ctx, "w"); string(c) != "c10" || err != nil {
+		t.Fatalf("Credited = %q, %v; want c10", c, err)
 	}
 	cp, err := bus.Checkpoint(ctx)
-	want := map[string]string{wire.CheckpointPos: "10-1", wire.CheckpointWorker + "w": "c10", wire.CheckpointWorker + "v": "v5"}
+	want := map[string]string{wire.CheckpointPos: "10-1", wire.CheckpointWorker + "w": "c10", wire.CheckpointWorker + "v": "v10"}
 	got := map[string]string{}
 	for k, v := range cp {
 		got[k] = string(v)
@@ -280,9 +342,8 @@ func testState(t *testing.T, open Open) {
 func testReset(t *testing.T, open Open) {
 	bus := open(t, "job")
 	ctx := t.Context()
-	if err := bus.Append(ctx, signed(3, "x")); err != nil {
-		t.Fatal(err)
-	}
+	must(t, bus.Append(ctx, "a", signed(3, "x")))
+	must(t, bus.Append(ctx, "b", signed(3, "x")))
 	must(t, bus.SetState(ctx, []byte("s")))
 	_, err := bus.SaveCheckpoint(ctx, "1-0", map[string][]byte{"w:a": []byte("c")})
 	must(t, err)
@@ -293,10 +354,10 @@ func testReset(t *testing.T, open Open) {
 	cp, err2 := bus.Checkpoint(ctx)
 	rd, err3 := bus.Readers(ctx)
 	q, err4 := bus.Quarantined(ctx)
-	ledger := readAll(t, bus, "")
-	if state != nil || len(cp) != 0 || len(rd) != 0 || len(q) != 0 || len(ledger) != 0 {
+	ledger := len(readAll(t, bus, "a", "")) + len(readAll(t, bus, "b", ""))
+	if state != nil || len(cp) != 0 || len(rd) != 0 || len(q) != 0 || ledger != 0 {
 		t.Fatalf("after Reset: state %q checkpoint %v readers %v quarantine %v ledger %d (%v %v %v %v)",
-			state, cp, rd, q, len(ledger), err1, err2, err3, err4)
+			state, cp, rd, q, ledger, err1, err2, err3, err4)
 	}
 }
 
@@ -312,12 +373,12 @@ func testIsolation(t *testing.T, open Open) {
 	ctx := t.Context()
 	msgs := b.Subscribe(ctx)
 	Subscribed(t, msgs)
-	must(t, a.Append(ctx, signed(1, "for a")))
-	must(t, b.Append(ctx, signed(1, "for b")))
+	must(t, a.Append(ctx, "w", signed(1, "for a")))
+	must(t, b.Append(ctx, "w", signed(1, "for b")))
 	if got := string(Receive(t, msgs)); got != "for b0" {
 		t.Fatalf("job b received %q", got)
 	}
-	if l := readAll(t, b, ""); len(l) != 1 || string(l[0].Payload) != "for b0" {
+	if l := readAll(t, b, "w", ""); len(l) != 1 || string(l[0].Payload) != "for b0" {
 		t.Fatalf("job b's ledger is %v", l)
 	}
 }
@@ -364,8 +425,8 @@ func testHeartbeat(t *testing.T, open Open) {
 	if got["hb"] != wire.KindPresence || got["report"] != wire.KindReport {
 		t.Fatalf("kinds %v; want the heartbeat marked presence and the report not", got)
 	}
-	if l := readAll(t, bus, ""); len(l) != 0 {
-		t.Fatalf("a heartbeat or a raw publish reached the ledger: %v", l)
+	if ws, _, err := bus.ScanLedgers(ctx, 0); len(ws) != 0 || err != nil {
+		t.Fatalf("a heartbeat or a raw publish reached the ledger: %v, %v", ws, err)
 	}
 }
 

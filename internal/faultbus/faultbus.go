@@ -51,13 +51,19 @@ type Bus struct {
 	fails   map[Op]*fault
 	hang    map[Op]bool
 	delay   map[Op]time.Duration
-	dups    int             // appends still to land twice
-	lost    int             // appends still to land with their reply lost
-	held    [][]wire.Signed // appends held back for reordering
-	holdFor int             // appends still to hold back
-	drops   int             // control messages still to drop
+	dups    int    // appends still to land twice
+	lost    int    // appends still to land with their reply lost
+	held    []held // appends held back for reordering
+	holdFor int    // appends still to hold back
+	drops   int    // control messages still to drop
 	calls   map[Op]int
 	changed chan struct{} // closed and replaced at every call
+}
+
+// held is an append held back.
+type held struct {
+	worker  string
+	entries []wire.Signed
 }
 
 type fault struct {
@@ -166,18 +172,18 @@ func (b *Bus) enter(ctx context.Context, op Op) error {
 }
 
 // Append appends entries, with the faults of Append.
-func (b *Bus) Append(ctx context.Context, entries []wire.Signed) error {
+func (b *Bus) Append(ctx context.Context, worker string, entries []wire.Signed) error {
 	if err := b.enter(ctx, Append); err != nil {
 		return err
 	}
 	b.mu.Lock()
 	if b.holdFor > 0 {
 		b.holdFor--
-		b.held = append(b.held, slices.Clone(entries))
+		b.held = append(b.held, held{worker, slices.Clone(entries)})
 		b.mu.Unlock()
 		return nil
 	}
-	batches := [][]wire.Signed{entries}
+	batches := []held{{worker, entries}}
 	for i := len(b.held) - 1; i >= 0; i-- {
 		batches = append(batches, b.held[i])
 	}
@@ -190,12 +196,12 @@ func (b *Bus) Append(ctx context.Context, entries []wire.Signed) error {
 		b.lost--
 	}
 	b.mu.Unlock()
-	for _, es := range batches {
-		if err := b.Bus.Append(ctx, es); err != nil {
+	for _, h := range batches {
+		if err := b.Bus.Append(ctx, h.worker, h.entries); err != nil {
 			return err
 		}
 		if twice {
-			if err := b.Bus.Append(ctx, es); err != nil {
+			if err := b.Bus.Append(ctx, h.worker, h.entries); err != nil {
 				return err
 			}
 		}
@@ -206,18 +212,26 @@ func (b *Bus) Append(ctx context.Context, entries []wire.Signed) error {
 	return nil
 }
 
-// ReadLedger reads the ledger, with the faults of ReadLedge.
-func (b *Bus) ReadLedger(ctx context.Context, after string, count int, block time.Duration) ([]wire.LedgerEntry, error) {
+// ReadLedgers reads the ledger, with the faults of ReadLedge.
+func (b *Bus) ReadLedgers(ctx context.Context, from []wire.Cursor, count int) ([]wire.LedgerEntry, error) {
 	if err := b.enter(ctx, ReadLedge); err != nil {
 		return nil, err
 	}
-	return b.Bus.ReadLedger(ctx, after, count, block)
+	return b.Bus.ReadLedgers(ctx, from, count)
+}
+
+// ScanLedgers lists the streams of the ledger, with the faults of ReadLedge.
+func (b *Bus) ScanLedgers(ctx context.Context, cursor uint64) ([]string, uint64, error) {
+	if err := b.enter(ctx, ReadLedge); err != nil {
+		return nil, 0, err
+	}
+	return b.Bus.ScanLedgers(ctx, cursor)
 }
 
 // Credited reads the checkpoint, with the faults of Credited.
-func (b *Bus) Credited(ctx context.Context, worker string) (string, []byte, error) {
+func (b *Bus) Credited(ctx context.Context, worker string) ([]byte, error) {
 	if err := b.enter(ctx, Credited); err != nil {
-		return "", nil, err
+		return nil, err
 	}
 	return b.Bus.Credited(ctx, worker)
 }

@@ -14,12 +14,8 @@ import (
 
 func entries(t *testing.T, b *faultbus.Bus) []string {
 	t.Helper()
-	les, err := b.Bus.ReadLedger(t.Context(), "", 100, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, le := range les {
+	for _, le := range b.Bus.Entries() {
 		out = append(out, string(le.Payload))
 	}
 	return out
@@ -34,22 +30,22 @@ func TestFaults(t *testing.T) {
 		b := faultbus.New(membus.New())
 		boom := errors.New("boom")
 		b.Fail(faultbus.Append, 1, boom)
-		if err := b.Append(ctx, one("a")); !errors.Is(err, boom) {
+		if err := b.Append(ctx, "w", one("a")); !errors.Is(err, boom) {
 			t.Fatalf("failed append = %v", err)
 		}
 		b.Duplicate(1)
-		_ = b.Append(ctx, one("b"))
+		_ = b.Append(ctx, "w", one("b"))
 		b.LoseReply(1)
-		if err := b.Append(ctx, one("c")); err == nil {
+		if err := b.Append(ctx, "w", one("c")); err == nil {
 			t.Fatal("a lost reply reported success")
 		}
 		b.Reorder(2)
-		_ = b.Append(ctx, one("d"))
-		_ = b.Append(ctx, one("e"))
+		_ = b.Append(ctx, "w", one("d"))
+		_ = b.Append(ctx, "w", one("e"))
 		if got := entries(t, b); len(got) != 3 || got[0] != "b" || got[1] != "b" || got[2] != "c" {
 			t.Fatalf("ledger %q before the reordered appends land", got)
 		}
-		_ = b.Append(ctx, one("f"))
+		_ = b.Append(ctx, "w", one("f"))
 		if got := entries(t, b); len(got) != 6 || got[3] != "f" || got[4] != "e" || got[5] != "d" {
 			t.Fatalf("ledger %q: want f, e, d last", got)
 		}

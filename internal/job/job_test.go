@@ -13,6 +13,7 @@ import (
 
 	"github.com/picluster/picluster/collector"
 	"github.com/picluster/picluster/internal/backoff"
+	"github.com/picluster/picluster/internal/bustest"
 	"github.com/picluster/picluster/internal/job"
 	"github.com/picluster/picluster/internal/membus"
 	"github.com/picluster/picluster/internal/wire"
@@ -68,23 +69,14 @@ func run(t *testing.T, ctx context.Context, j job.Job) error {
 // ledgerSum returns N and hits summed over every entry in the ledger.
 func ledgerSum(t *testing.T, b bus) (n, hits uint64) {
 	t.Helper()
-	pos := ""
-	for {
-		es, err := b.ReadLedger(context.Background(), pos, 1000, 0)
+	for _, le := range bustest.Entries(t, b) {
+		e, err := wire.DecodeEntry(le.Payload)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, le := range es {
-			e, err := wire.DecodeEntry(le.Payload)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n, hits, pos = n+e.N, hits+e.Hits, le.ID
-		}
-		if len(es) < 1000 {
-			return n, hits
-		}
+		n, hits = n+e.N, hits+e.Hits
 	}
+	return n, hits
 }
 
 // With --max-batches every worker ends by itself, and so does the run:
@@ -167,7 +159,9 @@ type failing struct{ *membus.Bus }
 
 var errNoPerm = errors.New("NOPERM this user has no permissions to run the 'xadd' command")
 
-func (failing) Append(context.Context, []wire.Signed) error { return backoff.Permanent(errNoPerm) }
+func (failing) Append(context.Context, string, []wire.Signed) error {
+	return backoff.Permanent(errNoPerm)
+}
 
 // A worker's real error is the run's error, and the run ends.
 func TestRunReturnsWorkerErrors(t *testing.T) {

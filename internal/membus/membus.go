@@ -2,7 +2,7 @@
 // tests. It keeps Redis's semantics where they matter: publishing never
 // blocks, a subscriber that falls behind loses messages (and is then sent a
 // fresh KindSubscribed message, as after a Redis reconnect), the ledger is
-// an append-only log with stream IDs as Redis makes them, and the state,
+// one append-only log per worker with stream IDs as Redis makes them, and the state,
 // checkpoint, quarantine, worker leases and control channel behave as their
 // Redis keys do (a lease expires on the time.Now clock, so under
 // testing/synctest on the bubble's).
@@ -26,10 +26,7 @@ const Buffer = 4096
 // Bus is one job's transport in memory. The zero value is not usable; call New.
 type Bus struct {
 	mu         sync.Mutex
-	ledger     []wire.LedgerEntry
-	ids        []wire.ID // the parsed IDs of ledger, for search
-	last       wire.ID
-	appended   chan struct{} // closed and replaced at every append
+	streams    map[string]*stream // the ledger: each worker's stream
 	state      []byte
 	checkpoint map[string][]byte
 	readers    map[string]string
@@ -38,6 +35,13 @@ type Bus struct {
 	controls   map[*sub[[]byte]]bool
 	leases     map[string]lease
 	now        func() time.Time
+}
+
+// stream is one worker's stream of the ledger.
+type stream struct {
+	entries []wire.LedgerEntry
+	ids     []wire.ID // the parsed IDs of entries, for search
+	last    wire.ID   // the last ID given, even if trimmed since
 }
 
 // lease is one worker id's lease: its holder's token, and when it ends.
@@ -49,7 +53,7 @@ type lease struct {
 // New returns an empty bus.
 func New() *Bus {
 	return &Bus{
-		appended:   make(chan struct{}),
+		streams:    make(map[string]*stream),
 		checkpoint: make(map[string][]byte),
 		readers:    make(map[string]string),
 		quarantine: make(map[string][]byte),
@@ -76,24 +80,27 @@ func (s *sub[T]) send(v T) bool {
 	}
 }
 
-// Append appends entries to the ledger and publishes each on the report
-// channel, as one transaction.
-func (b *Bus) Append(_ context.Context, entries []wire.Signed) error {
+// Append appends entries to worker's stream of the ledger and publishes
+// each on the report channel, as one transaction.
+func (b *Bus) Append(_ context.Context, worker string, entries []wire.Signed) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	st := b.streams[worker]
+	if st == nil {
+		st = &stream{}
+		b.streams[worker] = st
+	}
 	for _, e := range entries {
 		id := wire.ID{Ms: uint64(b.now().UnixMilli())}
-		if !b.last.Less(id) {
-			id = wire.ID{Ms: b.last.Ms, Seq: b.last.Seq + 1}
+		if !st.last.Less(id) {
+			id = wire.ID{Ms: st.last.Ms, Seq: st.last.Seq + 1}
 		}
-		b.last = id
+		st.last = id
 		payload := slices.Clone(e.Payload)
-		b.ledger = append(b.ledger, wire.LedgerEntry{ID: id.String(), Payload: payload, Sig: e.Sig})
-		b.ids = append(b.ids, id)
+		st.entries = append(st.entries, wire.LedgerEntry{Worker: worker, ID: id.String(), Payload: payload, Sig: e.Sig})
+		st.ids = append(st.ids, id)
 		b.publish(wire.Message{Kind: wire.KindReport, Payload: payload})
 	}
-	close(b.appended)
-	b.appended = make(chan struct{})
 	return nil
 }
 
@@ -118,66 +125,89 @@ func (b *Bus) publish(m wire.Message) {
 	}
 }
 
-// ReadLedger returns up to count entries after position after, oldest
-// first. With block > 0 it waits up to block for one when there is none.
-func (b *Bus) ReadLedger(ctx context.Context, after string, count int, block time.Duration) ([]wire.LedgerEntry, error) {
-	from, err := wire.ParseID(after)
-	if err != nil {
-		return nil, err
-	}
-	var timeout <-chan time.Time
-	if block > 0 {
-		t := time.NewTimer(block)
-		defer t.Stop()
-		timeout = t.C
-	}
-	for {
-		b.mu.Lock()
-		i, _ := slices.BinarySearchFunc(b.ids, from, func(a, t wire.ID) int {
+// ReadLedgers returns up to count entries of each worker's stream after its
+// cursor, oldest first within a stream.
+func (b *Bus) ReadLedgers(_ context.Context, from []wire.Cursor, count int) ([]wire.LedgerEntry, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []wire.LedgerEntry
+	for _, c := range from {
+		after, err := wire.ParseID(c.After)
+		if err != nil {
+			return nil, err
+		}
+		st := b.streams[c.Worker]
+		if st == nil {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(st.ids, after, func(a, t wire.ID) int {
 			if !t.Less(a) {
-				return -1 // a ≤ from: before the start
+				return -1 // a ≤ after: before the start
 			}
 			return 1
 		})
-		j := min(len(b.ledger), i+count)
-		out := slices.Clone(b.ledger[i:j])
-		wait := b.appended
-		b.mu.Unlock()
-		if len(out) > 0 || block <= 0 {
-			return out, nil
-		}
-		select {
-		case <-wait:
-		case <-timeout:
-			return nil, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		out = append(out, st.entries[i:min(len(st.entries), i+count)]...)
 	}
+	return slices.Clone(out), nil
 }
 
-// TrimLedger removes the entries before minID.
-func (b *Bus) TrimLedger(_ context.Context, minID string) error {
-	id, err := wire.ParseID(minID)
-	if err != nil {
-		return err
-	}
+// Entries returns every entry of every stream, the streams in the order of
+// their workers' ids.
+func (b *Bus) Entries() []wire.LedgerEntry {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	i := 0
-	for i < len(b.ids) && b.ids[i].Less(id) {
-		i++
+	var out []wire.LedgerEntry
+	for _, w := range slices.Sorted(maps.Keys(b.streams)) {
+		out = append(out, b.streams[w].entries...)
 	}
-	b.ledger = slices.Delete(b.ledger, 0, i)
-	b.ids = slices.Delete(b.ids, 0, i)
+	return slices.Clone(out)
+}
+
+// ScanLedgers returns the workers whose stream exists, all in one page.
+func (b *Bus) ScanLedgers(context.Context, uint64) ([]string, uint64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Collect(maps.Keys(b.streams)), 0, nil
+}
+
+// TrimLedgers removes from each worker's stream the entries before its
+// minimum ID.
+func (b *Bus) TrimLedgers(_ context.Context, minIDs map[string]string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for w, minID := range minIDs {
+		id, err := wire.ParseID(minID)
+		if err != nil {
+			return err
+		}
+		st := b.streams[w]
+		if st == nil {
+			continue
+		}
+		i := 0
+		for i < len(st.ids) && st.ids[i].Less(id) {
+			i++
+		}
+		st.entries = slices.Delete(st.entries, 0, i)
+		st.ids = slices.Delete(st.ids, 0, i)
+	}
 	return nil
 }
 
-// LedgerLen returns the number of entries the ledger holds.
-func (b *Bus) LedgerLen(context.Context) (int64, error) {
+// LedgerLen returns the number of entries worker's stream holds.
+func (b *Bus) LedgerLen(_ context.Context, worker string) (int64, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return int64(len(b.ledger)), nil
+	if st := b.streams[worker]; st != nil {
+		return int64(len(st.entries)), nil
+	}
+	return 0, nil
+}
+
+// Time returns the bus's clock as a ledger position: every entry appended
+// later has a later ID.
+func (b *Bus) Time(context.Context) (string, error) {
+	return wire.ID{Ms: uint64(b.now().UnixMilli())}.String(), nil
 }
 
 // Checkpoint returns every field of the checkpoint.
@@ -187,19 +217,19 @@ func (b *Bus) Checkpoint(context.Context) (map[string][]byte, error) {
 	return cloneMap(b.checkpoint), nil
 }
 
-// Credited returns the checkpoint's position and worker's field in it.
-func (b *Bus) Credited(_ context.Context, worker string) (string, []byte, error) {
+// Credited returns worker's field of the checkpoint, nil if it has none.
+func (b *Bus) Credited(_ context.Context, worker string) ([]byte, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return string(b.checkpoint[wire.CheckpointPos]), slices.Clone(b.checkpoint[wire.CheckpointWorker+worker]), nil
+	return slices.Clone(b.checkpoint[wire.CheckpointWorker+worker]), nil
 }
 
 // SaveCheckpoint writes fields and pos into the checkpoint unless it holds a
-// later position already; it reports whether it wrote.
+// later mark already; it reports whether it wrote.
 func (b *Bus) SaveCheckpoint(_ context.Context, pos string, fields map[string][]byte) (bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !wire.Later(pos, string(b.checkpoint[wire.CheckpointPos])) {
+	if wire.Later(string(b.checkpoint[wire.CheckpointPos]), pos) {
 		return false, nil
 	}
 	for k, v := range fields {
@@ -295,7 +325,7 @@ func (b *Bus) SetState(_ context.Context, state []byte) error {
 func (b *Bus) Reset(context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.ledger, b.ids = nil, nil
+	clear(b.streams)
 	clear(b.checkpoint)
 	clear(b.readers)
 	clear(b.quarantine)

@@ -23,7 +23,7 @@ var permanentReplies = []struct{ word, advice string }{
 	{"without any password configured", "Redis has no password set: remove user:password from --redis or REDIS_URL"},
 	// An XADD with the largest explicit ID (which a worker user can send:
 	// ACLs cannot restrict a command's options) leaves no ID for any entry.
-	{"exhausted the last possible ID", "the ledger takes no more entries (its last ID is the largest possible): reset the job with collector --reset"},
+	{"exhausted the last possible ID", "this worker's stream of the ledger takes no more entries (its last ID is the largest possible): run the worker under another --id, or reset the job with collector --reset"},
 }
 
 // classify marks err permanent (backoff.Permanent) when no retry can fix

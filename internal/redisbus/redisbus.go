@@ -1,8 +1,10 @@
 // Package redisbus is the Redis bus of picluster, and the only package that
 // imports go-redis.
 //
-// One job lives under one channel name C. Ledger entries are appended to the
-// stream {C}:ledger and published on C in one MULTI/EXEC; presence goes on
+// One job lives under one channel name C. A worker's ledger entries are
+// appended to its own stream {C}:ledger:<worker id> and published on C in
+// one MULTI/EXEC, so a Redis user may be given one worker's stream only and
+// cannot touch another's (picluster acl --worker). Presence goes on
 // {C}:presence, control on {C}:control. The job state is the string
 // {C}:state; the collectors' checkpoint is the hash {C}:checkpoint, their
 // reading positions the hash {C}:readers, and the quarantined workers the
@@ -15,8 +17,8 @@
 // connection silent for Options.PingInterval is pinged; when
 // MaxPingsOutstanding pings in a row get no answer (a half-open connection,
 // a frozen server) the subscription is dropped and made again on a new
-// connection. A blocking read of the ledger that gets no answer within its
-// block time plus the same allowance fails, and its connection is dropped.
+// connection. Reads of the ledger never block: one that gets no answer
+// within the read timeout (5 s) fails, and its connection is dropped.
 //
 // Errors are classified. A refused or reset connection or a timeout is
 // transient: callers retry. What no retry can fix — a wrong password
@@ -30,6 +32,7 @@
 package redisbus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -48,16 +51,18 @@ import (
 // DefaultChannel is the report channel of the original Python workers.
 const DefaultChannel = "pi_collector"
 
-// Keys are the Redis keys and channels of the job named channel. Lease is
-// the prefix of the worker leases: {C}:lease:<worker id>.
+// Keys are the Redis keys and channels of the job named channel. Ledger is
+// the prefix of the workers' streams, {C}:ledger:<worker id>, and Lease the
+// prefix of their leases, {C}:lease:<worker id>. OneLedger is the single
+// stream of the first v2 layout, deleted by Reset.
 type Keys struct {
-	Channel, Ledger, State, Checkpoint, Readers, Quarantine, Control, Presence, Totals, Lease string
+	Channel, Ledger, State, Checkpoint, Readers, Quarantine, Control, Presence, Totals, Lease, OneLedger string
 }
 
 // KeysOf returns the keys of the job named channel.
 func KeysOf(channel string) Keys {
 	tag := "{" + channel + "}:"
-	return Keys{Channel: channel, Ledger: tag + "ledger", State: tag + "state", Checkpoint: tag + "checkpoint",
+	return Keys{Channel: channel, Ledger: tag + "ledger:", OneLedger: tag + "ledger", State: tag + "state", Checkpoint: tag + "checkpoint",
 		Readers: tag + "readers", Quarantine: tag + "quarantine", Control: tag + "control",
 		Presence: tag + "presence", Totals: tag + "totals", Lease: tag + "lease:"}
 }
@@ -148,22 +153,23 @@ func (b *Bus) Close() error { return b.rdb.Close() }
 // Ping checks that the server answers.
 func (b *Bus) Ping(ctx context.Context) error { return classify(b.rdb.Ping(ctx).Err()) }
 
-// Append appends entries to the ledger and publishes each on the report
-// channel, in one MULTI/EXEC: all of them or none.
-func (b *Bus) Append(ctx context.Context, entries []wire.Signed) error {
+// Append appends entries to worker's stream of the ledger and publishes
+// each on the report channel, in one MULTI/EXEC: all of them or none.
+func (b *Bus) Append(ctx context.Context, worker string, entries []wire.Signed) error {
+	stream := b.k.Ledger + worker
 	cmds, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, e := range entries {
 			values := []any{"e", e.Payload}
 			if e.Sig != "" {
 				values = append(values, "s", e.Sig)
 			}
-			p.XAdd(ctx, &redis.XAddArgs{Stream: b.k.Ledger, Values: values})
+			p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: values})
 			p.Publish(ctx, b.k.Channel, e.Payload)
 		}
 		return nil
 	})
 	if err != nil {
-		return classify(fmt.Errorf("append %d entries to %s: %w", len(entries), b.k.Ledger, txErr(cmds, err)))
+		return classify(fmt.Errorf("append %d entries to %s: %w", len(entries), stream, txErr(cmds, err)))
 	}
 	return nil
 }
@@ -177,38 +183,29 @@ func (b *Bus) PublishRaw(ctx context.Context, payload []byte) error {
 	return nil
 }
 
-// ReadLedger returns up to count entries after position after, oldest
-// first. With block > 0 it waits up to block for one when there is none.
-func (b *Bus) ReadLedger(ctx context.Context, after string, count int, block time.Duration) ([]wire.LedgerEntry, error) {
-	if after == "" {
-		after = "0"
+// ReadLedgers returns up to count entries of each worker's stream after its
+// cursor, oldest first within a stream, in one XREAD without waiting.
+func (b *Bus) ReadLedgers(ctx context.Context, from []wire.Cursor, count int) ([]wire.LedgerEntry, error) {
+	if len(from) == 0 {
+		return nil, nil
 	}
-	args := &redis.XReadArgs{Streams: []string{b.k.Ledger, after}, Count: int64(count), Block: -1}
-	parent := ctx
-	if block > 0 {
-		args.Block = block
-		// go-redis would wait block+10s for the reply; a server that stays
-		// silent past block plus the ping allowance is dead, and the
-		// deadline makes go-redis drop the connection.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, block+b.silence(), errSilent)
-		defer cancel()
+	streams := make([]string, 2*len(from))
+	for i, c := range from {
+		streams[i] = b.k.Ledger + c.Worker
+		streams[len(from)+i] = cmp.Or(c.After, "0")
 	}
-	res, err := b.rdb.XRead(ctx, args).Result()
+	res, err := b.rdb.XRead(ctx, &redis.XReadArgs{Streams: streams, Count: int64(count), Block: -1}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
-	var ne net.Error
-	if err != nil && parent.Err() == nil && (errors.Is(context.Cause(ctx), errSilent) || errors.As(err, &ne) && ne.Timeout()) {
-		err = fmt.Errorf("%w after %v (%w)", errSilent, block+b.silence(), err)
-	}
 	if err != nil {
-		return nil, classify(fmt.Errorf("read %s after %s: %w", b.k.Ledger, after, err))
+		return nil, classify(fmt.Errorf("read %d streams of %s*: %w", len(from), b.k.Ledger, err))
 	}
 	var out []wire.LedgerEntry
 	for _, s := range res {
+		worker := strings.TrimPrefix(s.Stream, b.k.Ledger)
 		for _, m := range s.Messages {
-			e := wire.LedgerEntry{ID: m.ID}
+			e := wire.LedgerEntry{Worker: worker, ID: m.ID}
 			if v, ok := m.Values["e"].(string); ok {
 				e.Payload = []byte(v)
 			}
@@ -221,21 +218,69 @@ func (b *Bus) ReadLedger(ctx context.Context, after string, count int, block tim
 	return out, nil
 }
 
-// TrimLedger removes the entries before minID.
-func (b *Bus) TrimLedger(ctx context.Context, minID string) error {
-	if err := b.rdb.XTrimMinID(ctx, b.k.Ledger, minID).Err(); err != nil {
-		return classify(fmt.Errorf("trim %s to %s: %w", b.k.Ledger, minID, err))
+// ScanLedgers returns the workers whose stream of the ledger exists, a page
+// of a SCAN at a time: start with cursor 0; a next cursor of 0 ends the
+// pass. A worker may appear in more than one page.
+func (b *Bus) ScanLedgers(ctx context.Context, cursor uint64) ([]string, uint64, error) {
+	keys, next, err := b.rdb.ScanType(ctx, cursor, GlobEscape(b.k.Ledger)+"*", 1000, "stream").Result()
+	if err != nil {
+		return nil, 0, classify(fmt.Errorf("scan %s*: %w", b.k.Ledger, err))
+	}
+	workers := make([]string, len(keys))
+	for i, k := range keys {
+		workers[i] = strings.TrimPrefix(k, b.k.Ledger)
+	}
+	return workers, next, nil
+}
+
+// GlobEscape quotes the glob metacharacters of s for SCAN MATCH or an ACL
+// key pattern.
+func GlobEscape(s string) string {
+	var sb strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			sb.WriteByte('\\')
+		}
+		sb.WriteRune(r)
+	}
+	return sb.String()
+}
+
+// TrimLedgers removes from each worker's stream the entries before its
+// minimum ID, pipelined.
+func (b *Bus) TrimLedgers(ctx context.Context, minIDs map[string]string) error {
+	if len(minIDs) == 0 {
+		return nil
+	}
+	_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for w, id := range minIDs {
+			p.XTrimMinID(ctx, b.k.Ledger+w, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return classify(fmt.Errorf("trim %d streams of %s*: %w", len(minIDs), b.k.Ledger, err))
 	}
 	return nil
 }
 
-// LedgerLen returns the number of entries the ledger holds.
-func (b *Bus) LedgerLen(ctx context.Context) (int64, error) {
-	n, err := b.rdb.XLen(ctx, b.k.Ledger).Result()
+// LedgerLen returns the number of entries worker's stream holds.
+func (b *Bus) LedgerLen(ctx context.Context, worker string) (int64, error) {
+	n, err := b.rdb.XLen(ctx, b.k.Ledger+worker).Result()
 	if err != nil {
-		return 0, classify(fmt.Errorf("length of %s: %w", b.k.Ledger, err))
+		return 0, classify(fmt.Errorf("length of %s: %w", b.k.Ledger+worker, err))
 	}
 	return n, nil
+}
+
+// Time returns the Redis server's clock as a ledger position "ms-0": every
+// entry appended later has a later ID.
+func (b *Bus) Time(ctx context.Context) (string, error) {
+	t, err := b.rdb.Time(ctx).Result()
+	if err != nil {
+		return "", classify(fmt.Errorf("time: %w", err))
+	}
+	return wire.ID{Ms: uint64(t.UnixMilli())}.String(), nil
 }
 
 // Checkpoint returns every field of the checkpoint.
@@ -251,22 +296,20 @@ func (b *Bus) Checkpoint(ctx context.Context) (map[string][]byte, error) {
 	return out, nil
 }
 
-// Credited returns the checkpoint's position and worker's field in it.
-func (b *Bus) Credited(ctx context.Context, worker string) (string, []byte, error) {
-	v, err := b.rdb.HMGet(ctx, b.k.Checkpoint, wire.CheckpointPos, wire.CheckpointWorker+worker).Result()
+// Credited returns worker's field of the checkpoint, nil if it has none.
+func (b *Bus) Credited(ctx context.Context, worker string) ([]byte, error) {
+	v, err := b.rdb.HGet(ctx, b.k.Checkpoint, wire.CheckpointWorker+worker).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
 	if err != nil {
-		return "", nil, classify(fmt.Errorf("read %s: %w", b.k.Checkpoint, err))
+		return nil, classify(fmt.Errorf("read %s: %w", b.k.Checkpoint, err))
 	}
-	pos, _ := v[0].(string)
-	credit, _ := v[1].(string)
-	if credit == "" {
-		return pos, nil, nil
-	}
-	return pos, []byte(credit), nil
+	return v, nil
 }
 
 // SaveCheckpoint writes fields and pos into the checkpoint unless it holds a
-// later position already (WATCH, then MULTI/EXEC); it reports whether it wrote.
+// later mark already (WATCH, then MULTI/EXEC); it reports whether it wrote.
 func (b *Bus) SaveCheckpoint(ctx context.Context, pos string, fields map[string][]byte) (bool, error) {
 	saved := false
 	err := b.rdb.Watch(ctx, func(tx *redis.Tx) error {
@@ -274,7 +317,7 @@ func (b *Bus) SaveCheckpoint(ctx context.Context, pos string, fields map[string]
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
-		if !wire.Later(pos, cur) {
+		if wire.Later(cur, pos) {
 			return nil
 		}
 		values := make([]any, 0, 2*len(fields)+2)
@@ -382,13 +425,33 @@ func (b *Bus) RestoreState(ctx context.Context, state []byte) (bool, error) {
 	return ok, nil
 }
 
-// Reset deletes the job: its ledger, checkpoint, readers, quarantine and
-// state (and a v1 job's totals).
+// Reset deletes the job: its state, checkpoint, readers, quarantine and
+// every worker's stream of the ledger (and a v1 job's totals, a v2.0 job's
+// single ledger stream).
 func (b *Bus) Reset(ctx context.Context) error {
-	if err := b.rdb.Del(ctx, b.k.Ledger, b.k.Checkpoint, b.k.Readers, b.k.Quarantine, b.k.State, b.k.Totals).Err(); err != nil {
+	if err := b.rdb.Del(ctx, b.k.State, b.k.Checkpoint, b.k.Readers, b.k.Quarantine, b.k.Totals, b.k.OneLedger).Err(); err != nil {
 		return classify(fmt.Errorf("reset %s: %w", b.k.Channel, err))
 	}
-	return nil
+	// The state went first: a worker that appends meanwhile waits for a job.
+	var cursor uint64
+	for {
+		workers, next, err := b.ScanLedgers(ctx, cursor)
+		if err != nil {
+			return err
+		}
+		keys := make([]string, len(workers))
+		for i, w := range workers {
+			keys[i] = b.k.Ledger + w
+		}
+		if len(keys) > 0 {
+			if err := b.rdb.Unlink(ctx, keys...).Err(); err != nil {
+				return classify(fmt.Errorf("reset %s: %w", b.k.Channel, err))
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
 }
 
 // Subscribe delivers the job's reports and presence messages until ctx is done.
@@ -434,9 +497,6 @@ func txErr(cmds []redis.Cmder, err error) error {
 	}
 	return err
 }
-
-// errSilent is the error of a connection declared dead.
-var errSilent = errors.New("no answer from Redis: the connection is presumed dead")
 
 // listen subscribes to channels and hands every message to deliver until
 // ctx is done, deliver returns false, or a permanent error. A

@@ -47,8 +47,11 @@ func job(t *testing.T) *collector.Collector {
 	}
 	// An entry of 5e-324 s, an infinite rate: rejected, and nothing breaks.
 	es = append(es, wire.Signed{Payload: wire.EncodeEntry(wire.Entry{Job: st.Job, Seed: st.Seed, Worker: "inf", Seq: 1, N: 4, Hits: 3, Seconds: 5e-324, Kernel: "go"})})
-	if err := bus.Append(ctx, es); err != nil {
-		t.Fatal(err)
+	for _, e := range es {
+		w, _ := wire.DecodeEntry(e.Payload)
+		if err := bus.Append(ctx, w.Worker, []wire.Signed{e}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	_ = bus.PublishRaw(ctx, []byte("garbage"))
 	waitFor(t, func() bool { s := c.Summary(); return s.N == mcpi.CountOf(40_000_000) && s.Rejected == 2 })

@@ -5,9 +5,9 @@ import (
 	"fmt"
 )
 
-// Credit is what the collectors have credited to one worker from the
-// ledger, as the checkpoint records it. A worker restarted under its id
-// resumes after Seq.
+// Credit is what the collectors have credited to one worker from its
+// stream of the ledger, as the checkpoint records it: everything up to Pos.
+// A worker restarted under its id resumes after Seq.
 type Credit struct {
 	Seq       uint64  `json:"seq"`        // the highest seq credited
 	N         uint64  `json:"n"`          // the worker's entry size: every entry of a worker has the same n
@@ -18,6 +18,9 @@ type Credit struct {
 	Verified  uint64  `json:"verified"`   // entries replayed and found exact
 	Kernel    string  `json:"kernel,omitempty"`
 	Seconds   float64 `json:"seconds,omitempty"` // how long its last entry took
+	// Pos is the ID of the last entry credited, in the worker's stream: a
+	// reader of the ledger goes on after it.
+	Pos string `json:"pos,omitempty"`
 }
 
 // EncodeCredit returns c as JSON.
@@ -32,7 +35,7 @@ func DecodeCredit(b []byte) (Credit, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return Credit{}, fmt.Errorf("decode credit: %w", err)
 	}
-	if c.TotalHits > c.TotalN || c.Entries > c.Seq {
+	if _, err := ParseID(c.Pos); c.TotalHits > c.TotalN || c.Entries > c.Seq || err != nil {
 		return Credit{}, fmt.Errorf("decode credit: inconsistent %+v", c)
 	}
 	return c, nil

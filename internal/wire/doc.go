@@ -7,8 +7,9 @@
 // section says the same in prose.
 //
 // An Entry is one JSON object with ten required members (v, job, worker,
-// seq, n, hits, pi_approx, seed, kernel, seconds), appended to the stream
-// {channel}:ledger with its signature and published on the channel.
+// seq, n, hits, pi_approx, seed, kernel, seconds), appended to the worker's
+// own stream of the ledger, {channel}:ledger:<worker>, with its signature,
+// and published on the channel.
 // DecodeEntry checks it on its own (shape and ranges); whether it belongs to
 // the job is the collector's judgement. In secure mode an entry is signed
 // with HMAC-SHA256 under WorkerKey(jobKey, worker), so a machine given its

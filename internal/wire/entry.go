@@ -19,7 +19,8 @@ const LedgerVersion = 2
 // batches into entries of at most this size.
 const MaxEntryN = 1 << 32
 
-// Entry is one batch in a job's ledger, the stream {channel}:ledger. The same
+// Entry is one batch in a job's ledger, in its worker's stream
+// {channel}:ledger:<worker>. The same
 // JSON is published on the channel, where seed-style readers find "n" and
 // "pi_approx" as before. An entry is a claim that can be checked exactly: its
 // hits are a pure function of (Seed, Worker, Seq, N) (mcpi.Batch).
@@ -64,6 +65,7 @@ const (
 	TooLarge    Reason = "too_large"     // n above the job's cap
 	Anonymous   Reason = "anonymous"     // an anonymous report, refused in secure mode
 	TooMany     Reason = "too_many_workers"
+	WrongStream Reason = "wrong_stream" // in another worker's stream of the ledger
 )
 
 // hex16 reports whether s is 16 lower-case hex digits, as job ids and seeds

@@ -6,8 +6,9 @@ import (
 	"strings"
 )
 
-// ID is a ledger position: a Redis stream ID "ms-seq", where ms is the
-// append time in Unix milliseconds. The zero ID is before every entry.
+// ID is a position in a worker's stream of the ledger: a Redis stream ID
+// "ms-seq", where ms is the append time in Unix milliseconds by the Redis
+// server's clock. The zero ID is before every entry.
 type ID struct {
 	Ms, Seq uint64
 }
@@ -49,8 +50,9 @@ func Later(a, b string) bool {
 }
 
 // The fields of the checkpoint hash {channel}:checkpoint, which only
-// collectors write: the ledger position it is at, and one field per worker
-// (CheckpointWorker + id) holding its Credit at that position.
+// collectors write: its mark (every entry of every worker's stream with an
+// ID before the mark is credited in it), and one field per worker
+// (CheckpointWorker + id) holding its Credit.
 const (
 	CheckpointPos    = "pos"
 	CheckpointWorker = "w:"

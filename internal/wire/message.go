@@ -20,12 +20,20 @@ type Message struct {
 	Payload []byte
 }
 
-// LedgerEntry is one entry of the ledger as stored: its stream ID, the
-// entry's JSON and its signature (empty in open mode).
+// LedgerEntry is one entry of the ledger as stored: the worker whose
+// stream holds it, its stream ID, the entry's JSON and its signature (empty
+// in open mode).
 type LedgerEntry struct {
+	Worker  string
 	ID      string
 	Payload []byte
 	Sig     string
+}
+
+// Cursor is a position in one worker's stream of the ledger: the entries
+// after After (every entry when it is empty).
+type Cursor struct {
+	Worker, After string
 }
 
 // Signed is an entry ready to append: its JSON and its signature.
