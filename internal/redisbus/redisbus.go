@@ -37,6 +37,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -62,9 +63,12 @@ func KeysOf(channel string) Keys {
 		Presence: tag + "presence", Totals: tag + "totals", Lease: tag + "lease:"}
 }
 
-// Bus is one job on one Redis server.
+// Bus is one job on one Redis server, a Redis Cluster, or the master that
+// Redis Sentinel names.
 type Bus struct {
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
+	mode     Mode
+	noRepl   atomic.Bool // whether "no replica" has been logged
 	k        Keys
 	log      *slog.Logger
 	ping     time.Duration // Options.PingInterval
@@ -101,30 +105,22 @@ const (
 	DefaultMaxPingsOutstanding = 2
 )
 
-// Open connects lazily to the Redis at url (redis:// or rediss://, with
-// user, password and database as go-redis's ParseURL reads them). It does not
+// Open connects lazily to the Redis at url: one server, a Redis Cluster or
+// the master that Redis Sentinel names, by the URL's scheme (URLForms; user,
+// password and database as go-redis's ParseURL reads them). It does not
 // wait for the server; the first command does.
 func Open(url, channel string, o Options) (*Bus, error) {
 	if err := ValidChannel(channel); err != nil {
 		return nil, err
 	}
-	opt, err := parseURL(url)
+	t, err := parseURL(url)
 	if err != nil {
 		return nil, err
 	}
-	if o.TLS != nil && !o.TLS.empty() {
-		cfg, err := o.TLS.config(opt.Addr)
-		if err != nil {
-			return nil, err
-		}
-		opt.TLSConfig = cfg
+	rdb, err := newClient(t, o.TLS)
+	if err != nil {
+		return nil, err
 	}
-	opt.DialTimeout = 5 * time.Second
-	opt.ReadTimeout = 5 * time.Second
-	opt.WriteTimeout = 5 * time.Second
-	opt.PoolSize = 4
-	opt.MaxRetries = 1               // our own backoff retries; don't hammer a dead server
-	opt.ContextTimeoutEnabled = true // a deadline or a cancellation ends a pending read: see ReadLedger
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -134,7 +130,7 @@ func Open(url, channel string, o Options) (*Bus, error) {
 	if o.MaxPingsOutstanding <= 0 {
 		o.MaxPingsOutstanding = DefaultMaxPingsOutstanding
 	}
-	return &Bus{rdb: redis.NewClient(opt), k: KeysOf(channel), log: o.Log,
+	return &Bus{rdb: rdb, mode: t.mode, k: KeysOf(channel), log: o.Log,
 		ping: o.PingInterval, maxPings: o.MaxPingsOutstanding}, nil
 }
 
@@ -151,14 +147,14 @@ func (b *Bus) Ping(ctx context.Context) error { return classify(b.rdb.Ping(ctx).
 // Append appends entries to the ledger and publishes each on the report
 // channel, in one MULTI/EXEC: all of them or none.
 func (b *Bus) Append(ctx context.Context, entries []wire.Signed) error {
-	cmds, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := b.write(ctx, func(p redis.Pipeliner) error {
 		for _, e := range entries {
 			values := []any{"e", e.Payload}
 			if e.Sig != "" {
 				values = append(values, "s", e.Sig)
 			}
 			p.XAdd(ctx, &redis.XAddArgs{Stream: b.k.Ledger, Values: values})
-			p.Publish(ctx, b.k.Channel, e.Payload)
+			b.publish(ctx, p, b.k.Channel, e.Payload)
 		}
 		return nil
 	})
@@ -171,7 +167,7 @@ func (b *Bus) Append(ctx context.Context, entries []wire.Signed) error {
 // PublishRaw publishes payload on the report channel only, as a seed-style
 // peer does.
 func (b *Bus) PublishRaw(ctx context.Context, payload []byte) error {
-	if err := b.rdb.Publish(ctx, b.k.Channel, payload).Err(); err != nil {
+	if err := b.publish(ctx, b.rdb, b.k.Channel, payload).Err(); err != nil {
 		return classify(fmt.Errorf("publish to %s: %w", b.k.Channel, err))
 	}
 	return nil
@@ -339,7 +335,7 @@ func (b *Bus) Quarantined(ctx context.Context) (map[string][]byte, error) {
 
 // Heartbeat publishes a presence message on {channel}:presence.
 func (b *Bus) Heartbeat(ctx context.Context, _ string, msg []byte) error {
-	if err := b.rdb.Publish(ctx, b.k.Presence, msg).Err(); err != nil {
+	if err := b.publish(ctx, b.rdb, b.k.Presence, msg).Err(); err != nil {
 		return classify(fmt.Errorf("publish to %s: %w", b.k.Presence, err))
 	}
 	return nil
@@ -360,9 +356,9 @@ func (b *Bus) State(ctx context.Context) ([]byte, error) {
 // SetState writes the job state and publishes it on the control channel, in
 // one MULTI/EXEC.
 func (b *Bus) SetState(ctx context.Context, state []byte) error {
-	cmds, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := b.write(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, b.k.State, state, 0)
-		p.Publish(ctx, b.k.Control, state)
+		b.publish(ctx, p, b.k.Control, state)
 		return nil
 	})
 	if err != nil {
@@ -448,7 +444,7 @@ var errSilent = errors.New("no answer from Redis: the connection is presumed dea
 func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.Message) bool) {
 	channel := channels[0]
 	var mu sync.Mutex // guards ps against the AfterFunc
-	ps := b.rdb.Subscribe(ctx, channels...)
+	ps := b.subscribe(ctx, channels...)
 	closePS := func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -477,7 +473,7 @@ func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.M
 				pings = 0
 				mu.Lock()
 				_ = ps.Close()
-				ps = b.rdb.Subscribe(ctx, channels...)
+				ps = b.subscribe(ctx, channels...)
 				mu.Unlock()
 				bo.Next() // count a failure: the restore is logged
 				continue
@@ -489,6 +485,7 @@ func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.M
 			if bo.Failures() == 0 {
 				b.log.Warn("subscription lost; reconnecting", "channel", channel, "err", err)
 			}
+			b.reload(ctx) // a cluster's slot may have a new master
 			if bo.Wait(ctx) != nil {
 				return
 			}
@@ -497,7 +494,7 @@ func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.M
 		pings = 0
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" && m.Channel == channel {
+			if (m.Kind == "subscribe" || m.Kind == "ssubscribe") && m.Channel == channel {
 				if bo.Failures() > 0 {
 					b.log.Info("subscription restored", "channel", channel)
 				}

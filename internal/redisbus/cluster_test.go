@@ -1,0 +1,198 @@
+package redisbus_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/picluster/picluster/internal/bustest"
+	"github.com/picluster/picluster/internal/redisbus"
+	"github.com/picluster/picluster/internal/redistest"
+	"github.com/picluster/picluster/internal/wire"
+)
+
+func openURL(t *testing.T, url, channel string) *redisbus.Bus {
+	t.Helper()
+	bus, err := redisbus.Open(url, channel, redisbus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bus.Close() })
+	return bus
+}
+
+// One Redis Cluster of 3 masters with a replica each: the conformance
+// suite (sharded pub/sub, the job's keys on its slot), many jobs spread
+// over the masters, then the failover of a job's master.
+func TestCluster(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 1)
+	n := 0
+	t.Run("Conformance", func(t *testing.T) {
+		bustest.Run(t, func(t *testing.T, channel string) bustest.Bus {
+			n++
+			return openURL(t, c.URL(), fmt.Sprintf("%s-%d", channel, n))
+		})
+	})
+	t.Run("JobsSpreadAcrossShards", func(t *testing.T) { testJobsSpread(t, c) })
+	// The master of the job's slot is killed (SIGKILL): its replica is
+	// promoted, every acknowledged append is in the ledger (appends wait
+	// for the replica), and the sharded subscription and appends resume
+	// on the new master.
+	t.Run("Failover", func(t *testing.T) {
+		failover(t, c.URL(), func() {
+			m := c.MasterOf(redisbus.KeysOf("job").Ledger)
+			m.Stop()
+			t0 := time.Now()
+			c.WaitHealthy(3, 30*time.Second)
+			t.Logf("replica promoted %v after the kill", time.Since(t0).Round(time.Millisecond))
+		})
+	})
+}
+
+// A master, a replica and 3 sentinels: the conformance suite through
+// Sentinel, then the master killed and the replica promoted.
+func TestSentinel(t *testing.T) {
+	s := redistest.StartSentinel(t)
+	n := 0
+	t.Run("Conformance", func(t *testing.T) {
+		bustest.Run(t, func(t *testing.T, channel string) bustest.Bus {
+			n++
+			return openURL(t, s.URL(), fmt.Sprintf("%s-%d", channel, n))
+		})
+	})
+	t.Run("Failover", func(t *testing.T) {
+		failover(t, s.URL(), func() {
+			s.Master.Stop()
+			t0 := time.Now()
+			s.WaitFailover(30 * time.Second)
+			t.Logf("replica promoted %v after the kill", time.Since(t0).Round(time.Millisecond))
+		})
+	})
+}
+
+// Many jobs on one cluster spread over its masters: each job's keys and
+// channels live on the master of its slot, and each job's subscriber hears
+// its own entries only.
+func testJobsSpread(t *testing.T, c *redistest.Cluster) {
+	ctx := t.Context()
+	const jobs = 24
+	perMaster := map[string]int{}
+	type job struct {
+		bus  *redisbus.Bus
+		msgs <-chan wire.Message
+	}
+	var js []job
+	for i := range jobs {
+		channel := fmt.Sprintf("job%d", i)
+		bus := openURL(t, c.URL(), channel)
+		msgs := bus.Subscribe(ctx)
+		bustest.Subscribed(t, msgs)
+		js = append(js, job{bus, msgs})
+	}
+	for i, j := range js {
+		if err := j.bus.Append(ctx, []wire.Signed{{Payload: fmt.Appendf(nil, "entry of job%d", i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, j := range js {
+		channel := fmt.Sprintf("job%d", i)
+		if got, want := string(bustest.Receive(t, j.msgs)), "entry of job"+fmt.Sprint(i); got != want {
+			t.Fatalf("%s heard %q, want %q", channel, got, want)
+		}
+		k := redisbus.KeysOf(channel)
+		m := c.MasterOf(k.Ledger)
+		if m != c.MasterOf(channel) {
+			t.Fatalf("%s: the channel and the ledger are on different masters", channel)
+		}
+		// The entry is on the master of the job's slot, and nowhere else.
+		for _, node := range c.Nodes {
+			got, err := redistest.Cli(node, "XLEN", k.Ledger)
+			if node == m && (err != nil || got != "1") {
+				t.Fatalf("%s: XLEN on its master %s = %q, %v; want 1", channel, node.Addr, got, err)
+			}
+			if node != m && got == "1" {
+				t.Fatalf("%s: XLEN on %s, not its master, = 1", channel, node.Addr)
+			}
+		}
+		perMaster[m.Addr]++
+	}
+	if len(perMaster) != 3 {
+		t.Fatalf("%d jobs on %d masters (%v), want all 3", jobs, len(perMaster), perMaster)
+	}
+	t.Logf("jobs per master: %v", perMaster)
+}
+
+// appendUntil retries an append as a worker's queue does, until it is
+// acknowledged.
+func appendUntil(t *testing.T, bus *redisbus.Bus, e []wire.Signed, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := bus.Append(t.Context(), e)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("append not acknowledged within %v: %v", within, err)
+		}
+		time.Sleep(100 * time.Millisecond) // a worker's backoff, shortened
+	}
+}
+
+// resubscribed skips the messages before the next Subscribed marker.
+func resubscribed(t *testing.T, msgs <-chan wire.Message) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case m := <-msgs:
+			if m.Kind == wire.KindSubscribed {
+				return
+			}
+		case <-timeout:
+			t.Fatal("no new subscription within 30s")
+		}
+	}
+}
+
+// failover checks one job's bus across a failover: what was acknowledged
+// before is in the ledger after, the subscription comes back by itself,
+// and appends go on.
+func failover(t *testing.T, url string, kill func()) {
+	ctx := t.Context()
+	bus := openURL(t, url, "job")
+	msgs := bus.Subscribe(ctx)
+	bustest.Subscribed(t, msgs)
+	for i := range 50 {
+		appendUntil(t, bus, []wire.Signed{{Payload: fmt.Appendf(nil, "before%d", i)}}, 10*time.Second)
+	}
+	kill()
+	t0 := time.Now()
+	resubscribed(t, msgs)
+	t.Logf("subscribed again %v after the failover", time.Since(t0).Round(time.Millisecond))
+	appendUntil(t, bus, []wire.Signed{{Payload: []byte("after")}}, 30*time.Second)
+	if got := string(bustest.Receive(t, msgs)); got != "after" {
+		t.Fatalf("after the failover the subscriber heard %q, want %q", got, "after")
+	}
+	var all []wire.LedgerEntry
+	pos := ""
+	for {
+		page, err := bus.ReadLedger(ctx, pos, 100, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, page...)
+		if len(page) < 100 {
+			break
+		}
+		pos = page[len(page)-1].ID
+	}
+	if len(all) != 51 {
+		t.Fatalf("the ledger holds %d entries after the failover, want the 50 acknowledged before and 1 after", len(all))
+	}
+	for i, e := range all[:50] {
+		if want := fmt.Sprintf("before%d", i); string(e.Payload) != want {
+			t.Fatalf("entry %d = %q, want %q", i, e.Payload, want)
+		}
+	}
+}
