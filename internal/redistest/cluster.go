@@ -222,3 +222,25 @@ func need(tb testing.TB, name, pkg string) {
 		tb.Skipf("%s is not installed: skipping (apt-get install %s)", name, pkg)
 	}
 }
+
+// ReplicaOf returns a replica of the master m.
+func (c *Cluster) ReplicaOf(m *Server) *Server {
+	c.tb.Helper()
+	ns, err := c.nodes(m)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	var id string
+	for _, n := range ns {
+		if n.addr == m.Addr {
+			id = n.id
+		}
+	}
+	for _, n := range ns {
+		if !n.isMaster && n.master == id {
+			return c.byAddr(n.addr)
+		}
+	}
+	c.tb.Fatalf("%s has no replica", m.Addr)
+	return nil
+}
