@@ -187,24 +187,25 @@ func (b *Bus) replicated(ctx context.Context, conn *redis.Conn) error {
 	}
 }
 
-// scan calls fn with the job's keys that match pattern, a page at a time.
-// On a cluster SCAN runs on the master of the job's slot, where all the
-// job's keys are.
-func (b *Bus) scan(ctx context.Context, pattern string, fn func(keys []string) error) error {
+// scan calls fn with the job's keys that start with prefix (e.g. b.k.Lease),
+// a page at a time; a key may come twice (SCAN's guarantee). On a cluster
+// SCAN runs on the master of the job's slot, where all the job's keys are.
+func (b *Bus) scan(ctx context.Context, prefix string, fn func(keys []string) error) error {
 	var c redis.Cmdable = b.rdb
 	if b.mode == Cluster {
 		m, err := b.master(ctx)
 		if err != nil {
-			return classify(fmt.Errorf("scan %s: %w", pattern, err))
+			return classify(fmt.Errorf("scan %s*: %w", prefix, err))
 		}
 		c = m
 	}
+	pattern := globEscaper.Replace(prefix) + "*"
 	var cursor uint64
 	for {
 		keys, next, err := c.Scan(ctx, cursor, pattern, 1000).Result()
 		if err != nil {
 			b.reload(ctx)
-			return classify(fmt.Errorf("scan %s: %w", pattern, err))
+			return classify(fmt.Errorf("scan %s*: %w", prefix, err))
 		}
 		if len(keys) > 0 {
 			if err := fn(keys); err != nil {
@@ -216,6 +217,10 @@ func (b *Bus) scan(ctx context.Context, pattern string, fn func(keys []string) e
 		}
 	}
 }
+
+// globEscaper escapes what SCAN's MATCH would read as a pattern: a channel
+// name may hold * ? [ ] or a backslash.
+var globEscaper = strings.NewReplacer(`\`, `\\`, "*", `\*`, "?", `\?`, "[", `\[`, "]", `\]`)
 
 // modeMismatch is an error that says the URL's mode does not fit the
 // server: no retry fixes it (see classify).

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/picluster/picluster/internal/backoff"
 	"github.com/picluster/picluster/internal/bustest"
 	"github.com/picluster/picluster/internal/redisbus"
 	"github.com/picluster/picluster/internal/redistest"
@@ -35,6 +36,20 @@ func TestCluster(t *testing.T) {
 		})
 	})
 	t.Run("JobsSpreadAcrossShards", func(t *testing.T) { testJobsSpread(t, c) })
+	t.Run("ScanOnTheJobsMaster", func(t *testing.T) { testScan(t, c) })
+	t.Run("WrongModeIsPermanent", func(t *testing.T) {
+		bus := open(t, c.Nodes[0], "job")
+		for _, node := range c.Nodes { // some node does not serve the job's slot
+			bus = open(t, node, "job")
+			if err := bus.SetState(t.Context(), []byte("x")); err != nil {
+				if !backoff.IsPermanent(err) || !strings.Contains(err.Error(), "redis+cluster://") {
+					t.Fatalf("redis:// to a cluster node: %v; want a permanent error that names redis+cluster://", err)
+				}
+				return
+			}
+		}
+		t.Fatal("every node took a write to the job's slot over redis://")
+	})
 	// The master of the job's slot is killed (SIGKILL): its replica is
 	// promoted, every acknowledged append is in the ledger (appends wait
 	// for the replica), and the sharded subscription and appends resume
@@ -62,6 +77,13 @@ func TestSentinel(t *testing.T) {
 			n++
 			return openURL(t, s.URL(), fmt.Sprintf("%s-%d", channel, n))
 		})
+	})
+	t.Run("UnknownMasterIsPermanent", func(t *testing.T) {
+		url := strings.Replace(s.URL(), "/"+redistest.SentinelMaster, "/nosuchmaster", 1)
+		err := openURL(t, url, "job").Ping(t.Context())
+		if !backoff.IsPermanent(err) || !strings.Contains(err.Error(), `no master named "nosuchmaster"`) {
+			t.Fatalf("an unknown master: %v; want a permanent error that names it", err)
+		}
 	})
 	t.Run("Failover", func(t *testing.T) {
 		paused := func() (*redistest.Server, *redistest.Server) { return s.Master, s.Replica }
@@ -123,6 +145,40 @@ func testJobsSpread(t *testing.T, c *redistest.Cluster) {
 		t.Fatalf("%d jobs on %d masters (%v), want all 3", jobs, len(perMaster), perMaster)
 	}
 	t.Logf("jobs per master: %v", perMaster)
+}
+
+// testScan: the job's keys are found on the master of its slot, and only
+// the job's. The job's name has a glob character, escaped in SCAN's
+// pattern, where go-redis would read a hash tag of another slot.
+func testScan(t *testing.T, c *redistest.Cluster) {
+	var channel string
+	for i := 0; channel == ""; i++ {
+		if name := fmt.Sprintf("scan*%d", i); c.MasterOf("{"+name+"}") != c.MasterOf(`{`+strings.ReplaceAll(name, "*", `\*`)+`}`) {
+			channel = name
+		}
+	}
+	tag := "{" + channel + "}"
+	args := []string{"MSET"}
+	for i := range 2500 {
+		args = append(args, fmt.Sprintf("%s:x:%d", tag, i), "v", fmt.Sprintf("%s:y:%d", tag, i), "v")
+	}
+	if _, err := redistest.Cli(c.MasterOf(tag), args...); err != nil {
+		t.Fatal(err)
+	}
+	bus := openURL(t, c.URL(), channel)
+	seen := map[string]bool{}
+	err := bus.Scan(t.Context(), tag+":x:", func(keys []string) error {
+		for _, k := range keys {
+			if !strings.HasPrefix(k, tag+":x:") {
+				t.Errorf("scan of %s:x: found %s", tag, k)
+			}
+			seen[k] = true
+		}
+		return nil
+	})
+	if err != nil || len(seen) != 2500 {
+		t.Fatalf("scan found %d keys, %v; want 2500", len(seen), err)
+	}
 }
 
 // appendUntil retries an append as a worker's queue does, until it is
