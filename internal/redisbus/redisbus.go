@@ -10,6 +10,17 @@
 // {C}:lease:<id> holding its random token, with a TTL it renews. The hash
 // tag keeps a job on one Redis Cluster slot.
 //
+// The URL's scheme chooses the Mode: one server (redis://, rediss://), a
+// Redis Cluster (redis+cluster://host:port,host:port…) or the master that
+// Redis Sentinel names (redis+sentinel://host:port,…/master). On a
+// cluster, pub/sub is sharded: the channel C hashes to the slot of the
+// keys {C}:…, so SPUBLISH C goes in the same MULTI/EXEC as XADD {C}:…, and
+// the subscription (SSUBSCRIBE) is on the master of that slot. On a cluster
+// and under Sentinel a write that must survive a failover (Append,
+// SetState) waits until a replica acknowledges it (WAIT 1), since
+// replication is asynchronous; when the wait fails the write is reported
+// failed and the caller writes again (see write).
+//
 // Subscriptions reconnect by themselves, with backoff. After every
 // (re)subscription the report stream carries a KindSubscribed message. A
 // connection silent for Options.PingInterval is pinged; when
@@ -18,11 +29,14 @@
 // connection. A blocking read of the ledger that gets no answer within its
 // block time plus the same allowance fails, and its connection is dropped.
 //
-// Errors are classified. A refused or reset connection or a timeout is
-// transient: callers retry. What no retry can fix — a wrong password
+// Errors are classified. A refused or reset connection, a timeout, and
+// what a failover answers meanwhile (MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
+// READONLY, LOADING, MASTERDOWN) are transient: callers retry. What no retry can fix — a wrong password
 // (WRONGPASS), none when one is needed (NOAUTH), a missing ACL permission
 // (NOPERM), a database that does not exist, a host name that does not
-// resolve, a TLS certificate that fails verification — is marked with
+// resolve, a TLS certificate that fails verification, a URL whose mode does
+// not fit the server (redis:// to a cluster node, redis+cluster:// to a
+// single server, a master name the sentinels do not know) — is marked with
 // backoff.Permanent and says what to change; a subscription that meets one
 // logs it and closes its channel.
 //
