@@ -53,6 +53,12 @@ func (e *env) keyCmd(_ context.Context, args []string) error {
 	return nil
 }
 
+// failoverRules are the commands a client of a Redis Cluster or of a
+// master under Sentinel needs besides: the cluster's slot map, the
+// commands' key positions, and WAIT for a replica (with ROLE, to learn
+// whether there is one). Sharded pub/sub obeys the same channel rules.
+const failoverRules = "+cluster|slots +cluster|shards +cluster|nodes +command +readonly +wait +role"
+
 // ACLRules returns Redis ACL rules (the aclfile format) for a collector
 // user and a worker user of the job on channel, with the passwords given.
 // Workers may append to the ledger, publish on the job's channels, read
@@ -63,9 +69,9 @@ func ACLRules(channel, collectorPass, workerPass string) string {
 	k := redisbus.KeysOf(channel)
 	tag := "{" + channel + "}"
 	return fmt.Sprintf(`user default off
-user picluster-collector on >%s resetkeys resetchannels ~%s:* &%s &%s:* -@all +@read +@write +@stream +@pubsub +@transaction +@connection -@dangerous
-user picluster-worker on >%s resetkeys resetchannels ~%s %%R~%s %%R~%s &%s &%s &%s -@all +xadd +xread +publish +subscribe +unsubscribe +ping +get +hmget +multi +exec +discard +unwatch +hello +auth +client|setname (~%s* +set +get +pexpire +pttl +del +watch)
-`, collectorPass, tag, channel, tag, workerPass, k.Ledger, k.State, k.Checkpoint, channel, k.Presence, k.Control, k.Lease)
+user picluster-collector on >%s resetkeys resetchannels ~%s:* &%s &%s:* -@all +@read +@write +@stream +@pubsub +@transaction +@connection -@dangerous %s
+user picluster-worker on >%s resetkeys resetchannels ~%s %%R~%s %%R~%s &%s &%s &%s -@all +xadd +xread +publish +subscribe +unsubscribe +ping +get +hmget +multi +exec +discard +unwatch +hello +auth +client|setname %s (~%s* +set +get +pexpire +pttl +del +watch)
+`, collectorPass, tag, channel, tag, failoverRules, workerPass, k.Ledger, k.State, k.Checkpoint, channel, k.Presence, k.Control, failoverRules+" +spublish +ssubscribe +sunsubscribe", k.Lease)
 }
 
 // aclCmd prints ready-to-use ACL rules with fresh passwords.

@@ -2,12 +2,14 @@ package redisbus
 
 import (
 	"crypto/tls"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/picluster/picluster/internal/backoff"
 	"github.com/picluster/picluster/internal/redistest"
 )
 
@@ -130,5 +132,32 @@ func TestTLSFilesApplyToEveryForm(t *testing.T) {
 		if tgt.mode != Single && cfg != nil && cfg.ServerName != "" {
 			t.Errorf("%s: every server verified as %q", url, cfg.ServerName)
 		}
+	}
+}
+
+// What a failover answers meanwhile is transient in the modes that fail
+// over; a MOVED to a redis:// client means it talks to a cluster node.
+func TestFailoverRepliesAreTransient(t *testing.T) {
+	for _, reply := range []string{"MOVED 866 127.0.0.1:7001", "ASK 866 127.0.0.1:7001", "TRYAGAIN Multiple keys request during rehashing of slot",
+		"CLUSTERDOWN The cluster is down", "READONLY You can't write against a read only replica.", "LOADING Redis is loading the dataset in memory",
+		"MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."} {
+		for _, mode := range []Mode{Cluster, Sentinel} {
+			err := errors.New(reply)
+			if strings.HasPrefix(reply, "MOVED") || strings.HasPrefix(reply, "ASK") {
+				if mode != Cluster {
+					continue
+				}
+			}
+			if m := (modeHook{mode: mode}).mismatch(err); m != nil {
+				err = m
+			}
+			if err := classify(err); backoff.IsPermanent(err) {
+				t.Errorf("%v: %q is permanent: %v", mode, reply, err)
+			}
+		}
+	}
+	err := classify((modeHook{mode: Single}).mismatch(errors.New("MOVED 866 127.0.0.1:7001")))
+	if !backoff.IsPermanent(err) || !strings.Contains(err.Error(), "redis+cluster://") {
+		t.Errorf("MOVED to redis://: %v, want permanent, naming redis+cluster://", err)
 	}
 }
