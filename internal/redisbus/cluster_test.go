@@ -38,9 +38,8 @@ func TestCluster(t *testing.T) {
 	t.Run("JobsSpreadAcrossShards", func(t *testing.T) { testJobsSpread(t, c) })
 	t.Run("ScanOnTheJobsMaster", func(t *testing.T) { testScan(t, c) })
 	t.Run("WrongModeIsPermanent", func(t *testing.T) {
-		bus := open(t, c.Nodes[0], "job")
 		for _, node := range c.Nodes { // some node does not serve the job's slot
-			bus = open(t, node, "job")
+			bus := open(t, node, "job")
 			if err := bus.SetState(t.Context(), []byte("x")); err != nil {
 				if !backoff.IsPermanent(err) || !strings.Contains(err.Error(), "redis+cluster://") {
 					t.Fatalf("redis:// to a cluster node: %v; want a permanent error that names redis+cluster://", err)
