@@ -145,7 +145,9 @@ type common struct {
 // environment are filled in after parsing (fill), so that a password in
 // REDIS_URL never shows in -h.
 func (e *env) commonFlags(fs *flag.FlagSet, c *common, redisHelp string) {
-	fs.StringVar(&c.redis, "redis", "", redisHelp+" (`url` redis://[user:password@]host:port[/db] or rediss://…; default $REDIS_URL)")
+	fs.StringVar(&c.redis, "redis", "", redisHelp+" (`url` redis://[user:password@]host:port[/db]; a Redis Cluster:\n"+
+		"redis+cluster://[user:password@]host:port,host:port,…; through Sentinel:\n"+
+		"redis+sentinel://[user:password@]host:port,host:port,…/master[/db]; rediss… for TLS;\ndefault $REDIS_URL)")
 	fs.StringVar(&c.channel, "channel", "pi_collector", "the job's report `channel`; its keys are {channel}:ledger, :state, :checkpoint, …")
 	fs.StringVar(&c.keyFile, "key-file", "", "the job key, or a worker's key (picluster key), from this `file`: secure mode (default $PICLUSTER_KEY_FILE, or the key itself in $PICLUSTER_KEY)")
 	fs.StringVar(&c.tls.CA, "tls-ca", "", "verify Redis's TLS certificate against this CA `file` (PEM; default $PICLUSTER_TLS_CA)")

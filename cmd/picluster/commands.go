@@ -176,7 +176,7 @@ func (e *env) openRedis(c common, log *slog.Logger) (*redisbus.Bus, error) {
 	if err != nil {
 		return nil, err
 	}
-	log.Info("using Redis", "url", redisbus.Redact(c.redis), "channel", c.channel)
+	log.Info("using Redis", "url", redisbus.Redact(c.redis), "mode", redisbus.ModeOf(c.redis), "channel", c.channel)
 	return bus, nil
 }
 

@@ -77,6 +77,10 @@ func TestACLRules(t *testing.T) {
 		{"PTTL", "{pi_collector}:lease:w1"},
 		{"PEXPIRE", "{pi_collector}:lease:w1", "10000"},
 		{"DEL", "{pi_collector}:lease:w1"},
+		{"SPUBLISH", "pi_collector", "x"},
+		{"SPUBLISH", "{pi_collector}:presence", "x"},
+		{"WAIT", "0", "1"},
+		{"ROLE"},
 	} {
 		if got := w(ok...); strings.Contains(got, "NOPERM") || strings.Contains(got, "ERR") {
 			t.Errorf("worker %v: %q, want allowed", ok, got)
@@ -98,6 +102,7 @@ func TestACLRules(t *testing.T) {
 		{"DEL", "{pi_collector}:checkpoint"},
 		{"SET", "{pi_collector}:ledger:w2", "x"},
 		{"PUBLISH", "other", "x"},
+		{"SPUBLISH", "other", "x"},
 		{"SET", "x", "y"},
 		{"FLUSHALL"},
 		{"CONFIG", "GET", "*"},

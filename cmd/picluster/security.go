@@ -56,6 +56,12 @@ func (e *env) keyCmd(_ context.Context, args []string) error {
 	return nil
 }
 
+// failoverRules are the commands a client of a Redis Cluster or of a
+// master under Sentinel needs besides: the cluster's slot map, the
+// commands' key positions, and WAIT for a replica (with ROLE, to learn
+// whether there is one). Sharded pub/sub obeys the same channel rules.
+const failoverRules = "+cluster|slots +cluster|shards +cluster|nodes +command +readonly +wait +role"
+
 // ACLRules returns Redis ACL rules (the aclfile format) for the job on
 // channel: a collector user; a worker user that every worker shares, when
 // workerPass is not empty; and a user of its own for each worker of own
@@ -72,11 +78,11 @@ func ACLRules(channel, collectorPass, workerPass string, own map[string]string) 
 	tag := "{" + channel + "}"
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "user default off\n")
-	fmt.Fprintf(&sb, "user picluster-collector on >%s resetkeys resetchannels ~%s:* &%s &%s:* -@all +@read +@write +@stream +@pubsub +@transaction +@connection +time -@dangerous\n",
-		collectorPass, tag, channel, tag)
+	fmt.Fprintf(&sb, "user picluster-collector on >%s resetkeys resetchannels ~%s:* &%s &%s:* -@all +@read +@write +@stream +@pubsub +@transaction +@connection +time -@dangerous %s\n",
+		collectorPass, tag, channel, tag, failoverRules)
 	worker := func(user, pass, stream, lease string) {
-		fmt.Fprintf(&sb, "user %s on >%s resetkeys resetchannels ~%s %%R~%s %%R~%s &%s &%s &%s -@all +xadd +xread +publish +subscribe +unsubscribe +ping +get +hget +multi +exec +discard +unwatch +hello +auth +client|setname (~%s +set +get +pexpire +pttl +del +watch)\n",
-			user, pass, stream, k.State, k.Checkpoint, channel, k.Presence, k.Control, lease)
+		fmt.Fprintf(&sb, "user %s on >%s resetkeys resetchannels ~%s %%R~%s %%R~%s &%s &%s &%s -@all +xadd +xread +publish +subscribe +unsubscribe +ping +get +hget +multi +exec +discard +unwatch +hello +auth +client|setname %s +spublish +ssubscribe +sunsubscribe (~%s +set +get +pexpire +pttl +del +watch)\n",
+			user, pass, stream, k.State, k.Checkpoint, channel, k.Presence, k.Control, failoverRules, lease)
 	}
 	if workerPass != "" {
 		worker("picluster-worker", workerPass, redisbus.GlobEscape(k.Ledger)+"*", redisbus.GlobEscape(k.Lease)+"*")

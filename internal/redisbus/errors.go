@@ -42,6 +42,9 @@ func classify(err error) error {
 // permanentAdvice returns what to change for a permanent error, "" for a
 // transient one.
 func permanentAdvice(err error) string {
+	if mm, ok := errors.AsType[*modeMismatch](err); ok {
+		return mm.advice
+	}
 	var dns *net.DNSError
 	if errors.As(err, &dns) && dns.IsNotFound {
 		return "the Redis host name does not resolve: check the host in --redis or REDIS_URL"

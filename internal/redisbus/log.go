@@ -19,5 +19,15 @@ func SetLogger(log *slog.Logger) { redis.SetLogger(printf{log}) }
 type printf struct{ log *slog.Logger }
 
 func (p printf) Printf(ctx context.Context, format string, v ...any) {
-	p.log.WarnContext(ctx, "go-redis", "detail", strings.TrimSpace(fmt.Sprintf(format, v...)))
+	detail := strings.TrimSpace(fmt.Sprintf(format, v...))
+	switch {
+	case strings.HasPrefix(detail, "sentinel: new master"):
+		// A failover, or the first master found: worth a line.
+		p.log.InfoContext(ctx, "go-redis", "detail", detail)
+	case strings.HasPrefix(detail, "sentinel: "):
+		// Which sentinel answered, on every new connection.
+		p.log.DebugContext(ctx, "go-redis", "detail", detail)
+	default:
+		p.log.WarnContext(ctx, "go-redis", "detail", detail)
+	}
 }

@@ -12,6 +12,17 @@
 // {C}:lease:<id> holding its random token, with a TTL it renews. The hash
 // tag keeps a job on one Redis Cluster slot.
 //
+// The URL's scheme chooses the Mode: one server (redis://, rediss://), a
+// Redis Cluster (redis+cluster://host:port,host:port…) or the master that
+// Redis Sentinel names (redis+sentinel://host:port,…/master). On a
+// cluster, pub/sub is sharded: the channel C hashes to the slot of the
+// keys {C}:…, so SPUBLISH C goes in the same MULTI/EXEC as XADD {C}:…, and
+// the subscription (SSUBSCRIBE) is on the master of that slot. On a cluster
+// and under Sentinel a write that must survive a failover (Append,
+// SetState) waits until a replica acknowledges it (WAIT 1), since
+// replication is asynchronous; when the wait fails the write is reported
+// failed and the caller writes again (see write).
+//
 // Subscriptions reconnect by themselves, with backoff. After every
 // (re)subscription the report stream carries a KindSubscribed message. A
 // connection silent for Options.PingInterval is pinged; when
@@ -20,11 +31,14 @@
 // connection. Reads of the ledger never block: one that gets no answer
 // within the read timeout (5 s) fails, and its connection is dropped.
 //
-// Errors are classified. A refused or reset connection or a timeout is
-// transient: callers retry. What no retry can fix — a wrong password
+// Errors are classified. A refused or reset connection, a timeout, and
+// what a failover answers meanwhile (MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
+// READONLY, LOADING, MASTERDOWN) are transient: callers retry. What no retry can fix — a wrong password
 // (WRONGPASS), none when one is needed (NOAUTH), a missing ACL permission
 // (NOPERM), a database that does not exist, a host name that does not
-// resolve, a TLS certificate that fails verification — is marked with
+// resolve, a TLS certificate that fails verification, a URL whose mode does
+// not fit the server (redis:// to a cluster node, redis+cluster:// to a
+// single server, a master name the sentinels do not know) — is marked with
 // backoff.Permanent and says what to change; a subscription that meets one
 // logs it and closes its channel.
 //
@@ -40,6 +54,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -67,9 +82,12 @@ func KeysOf(channel string) Keys {
 		Presence: tag + "presence", Totals: tag + "totals", Lease: tag + "lease:"}
 }
 
-// Bus is one job on one Redis server.
+// Bus is one job on one Redis server, a Redis Cluster, or the master that
+// Redis Sentinel names.
 type Bus struct {
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
+	mode     Mode
+	noRepl   atomic.Bool // whether "no replica" has been logged
 	k        Keys
 	log      *slog.Logger
 	ping     time.Duration // Options.PingInterval
@@ -106,30 +124,22 @@ const (
 	DefaultMaxPingsOutstanding = 2
 )
 
-// Open connects lazily to the Redis at url (redis:// or rediss://, with
-// user, password and database as go-redis's ParseURL reads them). It does not
+// Open connects lazily to the Redis at url: one server, a Redis Cluster or
+// the master that Redis Sentinel names, by the URL's scheme (URLForms; user,
+// password and database as go-redis's ParseURL reads them). It does not
 // wait for the server; the first command does.
 func Open(url, channel string, o Options) (*Bus, error) {
 	if err := ValidChannel(channel); err != nil {
 		return nil, err
 	}
-	opt, err := parseURL(url)
+	t, err := parseURL(url)
 	if err != nil {
 		return nil, err
 	}
-	if o.TLS != nil && !o.TLS.empty() {
-		cfg, err := o.TLS.config(opt.Addr)
-		if err != nil {
-			return nil, err
-		}
-		opt.TLSConfig = cfg
+	rdb, err := newClient(t, o.TLS)
+	if err != nil {
+		return nil, err
 	}
-	opt.DialTimeout = 5 * time.Second
-	opt.ReadTimeout = 5 * time.Second
-	opt.WriteTimeout = 5 * time.Second
-	opt.PoolSize = 4
-	opt.MaxRetries = 1               // our own backoff retries; don't hammer a dead server
-	opt.ContextTimeoutEnabled = true // a deadline or a cancellation ends a pending read: see ReadLedger
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -139,7 +149,7 @@ func Open(url, channel string, o Options) (*Bus, error) {
 	if o.MaxPingsOutstanding <= 0 {
 		o.MaxPingsOutstanding = DefaultMaxPingsOutstanding
 	}
-	return &Bus{rdb: redis.NewClient(opt), k: KeysOf(channel), log: o.Log,
+	return &Bus{rdb: rdb, mode: t.mode, k: KeysOf(channel), log: o.Log,
 		ping: o.PingInterval, maxPings: o.MaxPingsOutstanding}, nil
 }
 
@@ -157,14 +167,14 @@ func (b *Bus) Ping(ctx context.Context) error { return classify(b.rdb.Ping(ctx).
 // each on the report channel, in one MULTI/EXEC: all of them or none.
 func (b *Bus) Append(ctx context.Context, worker string, entries []wire.Signed) error {
 	stream := b.k.Ledger + worker
-	cmds, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := b.write(ctx, func(p redis.Pipeliner) error {
 		for _, e := range entries {
 			values := []any{"e", e.Payload}
 			if e.Sig != "" {
 				values = append(values, "s", e.Sig)
 			}
 			p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: values})
-			p.Publish(ctx, b.k.Channel, e.Payload)
+			b.publish(ctx, p, b.k.Channel, e.Payload)
 		}
 		return nil
 	})
@@ -177,7 +187,7 @@ func (b *Bus) Append(ctx context.Context, worker string, entries []wire.Signed) 
 // PublishRaw publishes payload on the report channel only, as a seed-style
 // peer does.
 func (b *Bus) PublishRaw(ctx context.Context, payload []byte) error {
-	if err := b.rdb.Publish(ctx, b.k.Channel, payload).Err(); err != nil {
+	if err := b.publish(ctx, b.rdb, b.k.Channel, payload).Err(); err != nil {
 		return classify(fmt.Errorf("publish to %s: %w", b.k.Channel, err))
 	}
 	return nil
@@ -222,8 +232,13 @@ func (b *Bus) ReadLedgers(ctx context.Context, from []wire.Cursor, count int) ([
 // of a SCAN at a time: start with cursor 0; a next cursor of 0 ends the
 // pass. A worker may appear in more than one page.
 func (b *Bus) ScanLedgers(ctx context.Context, cursor uint64) ([]string, uint64, error) {
-	keys, next, err := b.rdb.ScanType(ctx, cursor, GlobEscape(b.k.Ledger)+"*", 1000, "stream").Result()
+	c, err := b.scanner(ctx)
 	if err != nil {
+		return nil, 0, classify(fmt.Errorf("scan %s*: %w", b.k.Ledger, err))
+	}
+	keys, next, err := c.ScanType(ctx, cursor, GlobEscape(b.k.Ledger)+"*", 1000, "stream").Result()
+	if err != nil {
+		b.reload(ctx)
 		return nil, 0, classify(fmt.Errorf("scan %s*: %w", b.k.Ledger, err))
 	}
 	workers := make([]string, len(keys))
@@ -231,19 +246,6 @@ func (b *Bus) ScanLedgers(ctx context.Context, cursor uint64) ([]string, uint64,
 		workers[i] = strings.TrimPrefix(k, b.k.Ledger)
 	}
 	return workers, next, nil
-}
-
-// GlobEscape quotes the glob metacharacters of s for SCAN MATCH or an ACL
-// key pattern.
-func GlobEscape(s string) string {
-	var sb strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[]\`, r) {
-			sb.WriteByte('\\')
-		}
-		sb.WriteRune(r)
-	}
-	return sb.String()
 }
 
 // TrimLedgers removes from each worker's stream the entries before its
@@ -382,7 +384,7 @@ func (b *Bus) Quarantined(ctx context.Context) (map[string][]byte, error) {
 
 // Heartbeat publishes a presence message on {channel}:presence.
 func (b *Bus) Heartbeat(ctx context.Context, _ string, msg []byte) error {
-	if err := b.rdb.Publish(ctx, b.k.Presence, msg).Err(); err != nil {
+	if err := b.publish(ctx, b.rdb, b.k.Presence, msg).Err(); err != nil {
 		return classify(fmt.Errorf("publish to %s: %w", b.k.Presence, err))
 	}
 	return nil
@@ -403,9 +405,9 @@ func (b *Bus) State(ctx context.Context) ([]byte, error) {
 // SetState writes the job state and publishes it on the control channel, in
 // one MULTI/EXEC.
 func (b *Bus) SetState(ctx context.Context, state []byte) error {
-	cmds, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := b.write(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, b.k.State, state, 0)
-		p.Publish(ctx, b.k.Control, state)
+		b.publish(ctx, p, b.k.Control, state)
 		return nil
 	})
 	if err != nil {
@@ -508,7 +510,7 @@ func txErr(cmds []redis.Cmder, err error) error {
 func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.Message) bool) {
 	channel := channels[0]
 	var mu sync.Mutex // guards ps against the AfterFunc
-	ps := b.rdb.Subscribe(ctx, channels...)
+	ps := b.subscribe(ctx, channels...)
 	closePS := func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -537,7 +539,7 @@ func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.M
 				pings = 0
 				mu.Lock()
 				_ = ps.Close()
-				ps = b.rdb.Subscribe(ctx, channels...)
+				ps = b.subscribe(ctx, channels...)
 				mu.Unlock()
 				bo.Next() // count a failure: the restore is logged
 				continue
@@ -549,6 +551,7 @@ func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.M
 			if bo.Failures() == 0 {
 				b.log.Warn("subscription lost; reconnecting", "channel", channel, "err", err)
 			}
+			b.reload(ctx) // a cluster's slot may have a new master
 			if bo.Wait(ctx) != nil {
 				return
 			}
@@ -557,7 +560,7 @@ func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.M
 		pings = 0
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" && m.Channel == channel {
+			if (m.Kind == "subscribe" || m.Kind == "ssubscribe") && m.Channel == channel {
 				if bo.Failures() > 0 {
 					b.log.Info("subscription restored", "channel", channel)
 				}

@@ -2,10 +2,12 @@ package redisbus_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
 
+	"github.com/picluster/picluster/internal/backoff"
 	"github.com/picluster/picluster/internal/bustest"
 	"github.com/picluster/picluster/internal/redisbus"
 	"github.com/picluster/picluster/internal/redistest"
@@ -65,4 +67,35 @@ func TestValidChannel(t *testing.T) {
 			t.Errorf("ValidChannel(%q) = %v, want ok=%v", tt.channel, err, tt.ok)
 		}
 	}
+}
+
+// A cluster URL to a server that is no cluster node is a permanent error
+// that says what to give instead; so is SCAN's glob in a channel name
+// taken literally.
+func TestSingleServer(t *testing.T) {
+	srv := redistest.Start(t)
+	t.Run("ClusterURLIsPermanent", func(t *testing.T) {
+		bus, err := redisbus.Open("redis+cluster://"+srv.Addr, "job", redisbus.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bus.Close()
+		err = bus.SetState(t.Context(), []byte("x"))
+		if !backoff.IsPermanent(err) || !strings.Contains(err.Error(), "not a cluster") {
+			t.Fatalf("redis+cluster:// to a single server: %v; want a permanent error", err)
+		}
+	})
+	t.Run("ScanTakesTheChannelLiterally", func(t *testing.T) {
+		if _, err := redistest.Cli(srv, "MSET", "{s*[1]}:x:1", "v", "{sZ1}:x:2", "v", "{s*[1]}:y:3", "v"); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		err := open(t, srv, "s*[1]").Scan(t.Context(), "{s*[1]}:x:", func(keys []string) error {
+			got = append(got, keys...)
+			return nil
+		})
+		if err != nil || len(got) != 1 || got[0] != "{s*[1]}:x:1" {
+			t.Fatalf("scan {s*[1]}:x: found %q, %v; want {s*[1]}:x:1 alone", got, err)
+		}
+	})
 }

@@ -6,11 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
-	"strings"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // TLSFiles are PEM files for TLS to Redis: the CA that signed the server's
@@ -51,46 +47,4 @@ func (f *TLSFiles) config(addr string) (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{c}
 	}
 	return cfg, nil
-}
-
-// CheckURL returns the error Open would give for the URL raw, without
-// connecting: nil for a URL it accepts.
-func CheckURL(raw string) error {
-	_, err := parseURL(raw)
-	return err
-}
-
-// parseURL reads a Redis URL with go-redis's rules, but refuses to turn off
-// certificate verification, and never repeats the URL (it may hold a
-// password) in an error.
-func parseURL(raw string) (*redis.Options, error) {
-	if !strings.HasPrefix(raw, "redis://") && !strings.HasPrefix(raw, "rediss://") && !strings.HasPrefix(raw, "unix://") {
-		return nil, fmt.Errorf("--redis %s: want redis://[user:password@]host:port[/db] or rediss://… for TLS", Redact(raw))
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("--redis %s: not a URL", Redact(raw))
-	}
-	if u.Query().Has("skip_verify") {
-		return nil, fmt.Errorf("--redis %s: skip_verify is refused: it turns off the server's certificate check; give the server's CA with --tls-ca instead", Redact(raw))
-	}
-	opt, err := redis.ParseURL(raw)
-	if err != nil {
-		return nil, fmt.Errorf("--redis %s: %s", Redact(raw), strings.TrimPrefix(err.Error(), "redis: "))
-	}
-	return opt, nil
-}
-
-// Redact hides the password of a Redis URL.
-func Redact(u string) string {
-	at := strings.LastIndex(u, "@")
-	scheme := strings.Index(u, "://")
-	if at < 0 || scheme < 0 || scheme > at {
-		return u
-	}
-	userinfo := u[scheme+3 : at]
-	if user, _, ok := strings.Cut(userinfo, ":"); ok {
-		return u[:scheme+3] + user + ":…@" + u[at+1:]
-	}
-	return u
 }

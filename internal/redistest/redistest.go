@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,6 +29,7 @@ type Server struct {
 	port int
 	cmd  *exec.Cmd
 	opt  Options
+	bus  int // the cluster bus port of a cluster node
 }
 
 // Options change how the server runs.
@@ -40,6 +42,13 @@ type Options struct {
 	// TLS serves TLS only, with this configuration's certificate files
 	// (TLSFiles); the readiness check dials with Client.
 	TLS *TLS
+	// Cluster runs the server as a Redis Cluster node (cluster-enabled, a
+	// node timeout of ClusterNodeTimeout, its bus on a free port of its own).
+	Cluster bool
+	// Sentinel runs a Redis Sentinel (redis-server --sentinel) with this
+	// configuration, written once to sentinel.conf in the server's
+	// directory, which Sentinel rewrites as it learns.
+	Sentinel string
 }
 
 // TLS is a server's TLS setup: PEM files, and the client configuration the
@@ -66,6 +75,14 @@ func StartWith(tb testing.TB, opt Options) *Server {
 	}
 	s := &Server{tb: tb, Dir: tb.TempDir(), port: freePort(tb), opt: opt}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	if opt.Cluster {
+		s.bus = freePort(tb)
+	}
+	if opt.Sentinel != "" {
+		if err := os.WriteFile(filepath.Join(s.Dir, "sentinel.conf"), []byte(opt.Sentinel), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	s.Restart()
 	tb.Cleanup(s.Stop)
 	return s
@@ -124,6 +141,14 @@ func (s *Server) Restart() {
 	if t := s.opt.TLS; t != nil {
 		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(s.port), "--tls-cert-file", t.Cert,
 			"--tls-key-file", t.Key, "--tls-ca-cert-file", t.CA, "--tls-auth-clients", "yes")
+	}
+	if s.opt.Cluster {
+		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout/time.Millisecond)),
+			"--cluster-port", strconv.Itoa(s.bus))
+	}
+	if s.opt.Sentinel != "" {
+		args = append([]string{filepath.Join(s.Dir, "sentinel.conf"), "--sentinel"}, args...)
 	}
 	cmd := exec.Command("redis-server", append(args, s.opt.Args...)...)
 	cmd.Stdout, cmd.Stderr = nil, nil
