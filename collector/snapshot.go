@@ -36,9 +36,9 @@ type Snapshot struct {
 	At time.Time
 	// Seq numbers the snapshots a collector publishes: 1, 2, …
 	Seq uint64
-	// Build is how long building it took, and Lock how much of that the
-	// collector's lock was held: to copy the aggregates and the workers
-	// changed since the last build (Copied of them).
+	// Build is how long building it took, waiting for the collector's lock
+	// included, and Lock how long it held that lock: to copy the aggregates
+	// and the workers changed since the last build (Copied of them).
 	Build, Lock time.Duration
 	Copied      int
 }
@@ -171,7 +171,8 @@ type tableCache struct {
 	pool   *pool            // the pool the rows are of: another (a reload) means a full copy
 	index  map[string]int32 // id → row
 	rows   []workerRow
-	sorted int // rows[:sorted] are in order of id
+	spare  []workerRow // the merge's buffer, the rows' before the last sort
+	sorted int         // rows[:sorted] are in order of id
 }
 
 // workerRow is what a build needs of one worker, copied under the lock.
@@ -231,7 +232,7 @@ func (t *tableCache) sort() {
 	byID := func(a, b workerRow) int { return strings.Compare(a.id, b.id) }
 	old, fresh := t.rows[:t.sorted], t.rows[t.sorted:]
 	slices.SortFunc(fresh, byID)
-	merged := make([]workerRow, 0, cap(t.rows))
+	merged := slices.Grow(t.spare[:0], len(t.rows))
 	i, j := 0, 0
 	for i < len(old) && j < len(fresh) {
 		if byID(old[i], fresh[j]) <= 0 {
@@ -246,7 +247,8 @@ func (t *tableCache) sort() {
 	for k := range merged {
 		t.index[merged[k].id] = int32(k)
 	}
-	t.rows, t.sorted = merged, len(merged)
+	clear(merged[len(merged):cap(merged)]) // no stale ids kept alive
+	t.rows, t.spare, t.sorted = merged, t.rows[:0], len(merged)
 }
 
 // countStatus counts the table's workers by Status, every status present.

@@ -124,6 +124,7 @@ func (c *Collector) build() *Snapshot {
 	start := time.Now()
 	now := c.cfg.Now()
 	c.mu.Lock()
+	acquired := time.Now()
 	ver := c.ver.summary() // under c.mu, with the credits: entries are queued under it too
 	p := c.pool
 	t, anon, disp := p.total, p.anon, p.disp
@@ -141,7 +142,7 @@ func (c *Collector) build() *Snapshot {
 	started, synced, baseN := c.started, c.synced, c.baseN
 	copied := c.snaps.table.capture(p)
 	c.mu.Unlock()
-	locked := time.Since(start)
+	locked := time.Since(acquired)
 
 	lo, hi := t.CI95()
 	secs := now.Sub(started).Seconds()
