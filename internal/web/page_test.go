@@ -310,4 +310,3 @@ func TestStalledStreamIsDropped(t *testing.T) {
 		}
 	})
 }
-
