@@ -243,6 +243,8 @@ type Collector struct {
 	bye      chan struct{}   // poked on every goodbye
 	loaded   chan struct{}   // closed once the job is loaded
 	bell     *bell           // the streams with news, from the channel
+
+	snaps snapshots // the views' snapshot, built once per tick (snapshot.go)
 }
 
 // New returns a collector that reads from bus.
@@ -281,8 +283,10 @@ const (
 func (c *Collector) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
+	defer c.refresh() // the final snapshot, once every goroutine has ended
 	defer wg.Wait()
 	defer cancel(nil)
+	wg.Go(func() { c.tick(runCtx) })
 	msgs := c.bus.Subscribe(runCtx) // before the job is announced, so no anonymous batch is missed
 	wg.Go(func() { c.listen(msgs) })
 	if err := c.prepare(ctx); err != nil {
@@ -862,6 +866,7 @@ func (c *Collector) HandlePresence(payload []byte) {
 	c.pool.seen[p.Worker] = c.cfg.Now()
 	c.pool.left[p.Worker] = p.Status == wire.Left
 	c.goodbye[p.Worker] = p.Status == wire.Left
+	c.pool.touch(p.Worker)
 	if p.Status == wire.Left {
 		select {
 		case c.bye <- struct{}{}:

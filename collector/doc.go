@@ -25,9 +25,12 @@
 // reading one ledger agree exactly. verify.go describes the replay check and
 // the quarantine.
 //
-// Concurrency: Run owns four goroutines (the ledger reader, the channel
-// listener, the checkpointer and the verifier), all ended when it returns.
-// Summary and History may be called from any goroutine at any time.
+// Concurrency: Run owns five goroutines (the ledger reader, the channel
+// listener, the checkpointer, the verifier and the snapshot's tick), all
+// ended when it returns. Summary, Snapshot and History may be called from
+// any goroutine at any time. Views read Snapshot: one build per tick
+// (SnapshotInterval), outside the lock that crediting takes, shared by all
+// of them (snapshot.go).
 //
 // Summary also carries the cross-checks of the error bar (the SE implied by
 // the scatter of the accepted chunks of samples, a χ² homogeneity test across

@@ -30,12 +30,20 @@ type pool struct {
 	cursor map[string]string
 	// moved are the streams read past the last trim point: trim them.
 	moved map[string]bool
+	// touched are the workers whose credit, presence or quarantine changed
+	// since the last snapshot copied them (snapshot.go): every change of
+	// workers, seen, left or quarantined of a worker must touch it.
+	touched map[string]struct{}
 }
 
 func newPool() *pool {
 	return &pool{workers: make(map[string]*wire.Credit), quarantined: make(map[string]wire.QuarantineRecord),
-		seen: make(map[string]time.Time), left: make(map[string]bool), cursor: make(map[string]string), moved: make(map[string]bool)}
+		seen: make(map[string]time.Time), left: make(map[string]bool), cursor: make(map[string]string), moved: make(map[string]bool),
+		touched: make(map[string]struct{})}
 }
+
+// touch marks worker's row for the next snapshot's copy.
+func (p *pool) touch(worker string) { p.touched[worker] = struct{}{} }
 
 // credit adds one entry, checked already, to worker's credit.
 func (p *pool) credit(e wire.Entry, now time.Time) {
@@ -57,6 +65,7 @@ func (p *pool) credit(e wire.Entry, now time.Time) {
 	p.accepted = sat(p.accepted, 1)
 	p.seen[e.Worker] = now
 	p.left[e.Worker] = false
+	p.touch(e.Worker)
 }
 
 // addAnonymous adds a seed-style batch.
@@ -77,6 +86,7 @@ func (p *pool) quarantine(worker string, rec wire.QuarantineRecord) bool {
 		return false
 	}
 	p.quarantined[worker] = rec
+	p.touch(worker)
 	if w := p.workers[worker]; w != nil {
 		p.total = p.total.Sub(mcpi.TallyOf(w.TotalN, w.TotalHits))
 	}

@@ -3,8 +3,6 @@ package collector
 import (
 	"fmt"
 	"math"
-	"slices"
-	"strings"
 	"time"
 
 	"gonum.org/v1/gonum/stat/distuv"
@@ -168,7 +166,8 @@ type Checks struct {
 // implausible. total is the pooled tally of everything, anonymous batches
 // included: each worker is compared with all the rest, and flagged when its
 // |z| crosses flagBound at the family-wise rate FlagAlpha over the workers
-// in ws. The χ² test compares the tested workers with each other only.
+// in ws. The χ² test compares the tested workers with each other only. ws
+// keeps its order (the summary's is by id).
 func workerStats(ws []WorkerStats, total mcpi.Tally) Checks {
 	c := Checks{Chi2: Float(math.NaN()), Chi2P: Float(math.NaN()), FlagAlpha: FlagAlpha}
 	p := total.P()
@@ -194,7 +193,6 @@ func workerStats(ws []WorkerStats, total mcpi.Tally) Checks {
 		}
 	}
 	c.Chi2, c.Chi2DF, c.Chi2P = chi2(ws, tested)
-	slices.SortFunc(ws, func(a, b WorkerStats) int { return strings.Compare(a.ID, b.ID) })
 	return c
 }
 
@@ -209,7 +207,8 @@ func chi2(ws []WorkerStats, tested mcpi.Tally) (Float, int, Float) {
 	}
 	var x float64
 	df := -1
-	for _, w := range ws {
+	for i := range ws {
+		w := &ws[i]
 		if w.N < minWorkerN {
 			continue
 		}

@@ -4,8 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"slices"
-	"strings"
+	"time"
 
 	"github.com/picluster/picluster/mcpi"
 )
@@ -88,7 +87,12 @@ type Summary struct {
 	Quarantined []QuarantineInfo `json:"quarantined"`
 	// Flagged are the ids of the workers whose tally is implausible (see FlagAlpha).
 	Flagged []string `json:"flagged"`
-	// WorkerTable is every worker credited, the quarantined last.
+	// WorkersByStatus counts the workers credited by presence status:
+	// "alive", "left", "vanished" and "quarantined", every one present.
+	// Complete however /api/state pages worker_table.
+	WorkersByStatus map[string]int `json:"workers_by_status"`
+	// WorkerTable is every worker credited, sorted by id, the quarantined
+	// last. /api/state and /api/events serve a page of it (see README).
 	WorkerTable []WorkerStats `json:"worker_table"`
 }
 
@@ -105,74 +109,97 @@ func (f Float) MarshalJSON() ([]byte, error) {
 	return json.Marshal(float64(f))
 }
 
-// Summary returns the job as the collector sees it now.
+// Summary returns the job as the collector sees it now: a snapshot built
+// for the caller alone, whose slices and maps it owns. Views read Snapshot
+// instead, which shares one build among them all.
 func (c *Collector) Summary() Summary {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ver := c.ver.summary() // under c.mu, with the credits: entries are queued under it too
-	t := c.pool.total
-	lo, hi := t.CI95()
+	c.snaps.mu.Lock()
+	defer c.snaps.mu.Unlock()
+	return c.build().Summary
+}
+
+// build copies, under c.mu, the aggregates and the workers changed since
+// the last build, and computes the rest outside it: the per-worker table,
+// the checks and the rates. c.snaps.mu is held.
+func (c *Collector) build() *Snapshot {
+	start := time.Now()
 	now := c.cfg.Now()
-	secs := now.Sub(c.started).Seconds()
-	mode := "open"
-	if c.cfg.Key != nil {
-		mode = "secure"
-	}
+	c.mu.Lock()
+	acquired := time.Now()
+	ver := c.ver.summary() // under c.mu, with the credits: entries are queued under it too
+	p := c.pool
+	t, anon, disp := p.total, p.anon, p.disp
 	s := Summary{
-		Channel: c.cfg.Channel, Job: c.job.Job, Mode: mode, N: t.N, Hits: t.Hits,
-		Pi: Float(t.Pi()), StdErr: Float(t.StdErr()), CI95: [2]Float{Float(lo), Float(hi)},
-		Bias: mcpi.PiBias, PiDigits: CertainDigits(t.Pi(), lo, hi), AnonymousN: c.pool.anon.N,
-		Workers: len(c.pool.workers) - len(c.pool.quarantined), Batches: c.pool.batches, Anonymous: c.pool.anonBatches,
-		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: c.pool.duplicates, Gaps: c.pool.gaps,
-		LedgerPos: c.pool.mark, Seconds: Float(secs), StoppedBy: c.stopped, Stale: c.stale, TargetSE: Float(c.cfg.TargetSE), Accepted: c.pool.accepted,
+		Channel: c.cfg.Channel, Job: c.job.Job, N: t.N, Hits: t.Hits, AnonymousN: anon.N,
+		Workers: len(p.workers) - len(p.quarantined), Batches: p.batches, Anonymous: p.anonBatches,
+		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: p.duplicates, Gaps: p.gaps,
+		LedgerPos: p.mark, StoppedBy: c.stopped, Stale: c.stale, TargetSE: Float(c.cfg.TargetSE), Accepted: p.accepted,
 		Verification: ver, Quarantined: []QuarantineInfo{},
 	}
 	for r, n := range c.rejected {
 		s.Rejected = sat(s.Rejected, n)
 		s.RejectedBy[string(r)] = n
 	}
-	s.WorkerTable = make([]WorkerStats, 0, len(c.pool.workers))
+	started, synced, baseN := c.started, c.synced, c.baseN
+	copied := c.snaps.table.capture(p)
+	c.mu.Unlock()
+	locked := time.Since(acquired)
+
+	lo, hi := t.CI95()
+	secs := now.Sub(started).Seconds()
+	s.Mode = "open"
+	if c.cfg.Key != nil {
+		s.Mode = "secure"
+	}
+	s.Pi, s.StdErr, s.CI95 = Float(t.Pi()), Float(t.StdErr()), [2]Float{Float(lo), Float(hi)}
+	s.Bias, s.PiDigits, s.Seconds = mcpi.PiBias, CertainDigits(t.Pi(), lo, hi), Float(secs)
+
+	tc := &c.snaps.table
+	tc.sort()
+	s.WorkerTable = make([]WorkerStats, 0, len(tc.rows))
 	var quarantined []WorkerStats
-	for id, cr := range c.pool.workers {
-		w := WorkerStats{ID: id, N: cr.TotalN, Hits: cr.TotalHits, Seq: cr.Seq, Kernel: cr.Kernel,
+	for i := range tc.rows {
+		r := &tc.rows[i]
+		cr := &r.cr
+		w := WorkerStats{ID: r.id, N: cr.TotalN, Hits: cr.TotalHits, Seq: cr.Seq, Kernel: cr.Kernel,
 			Entries: cr.Entries, Gaps: cr.Gaps, Verified: cr.Verified,
-			LastSeen: c.pool.seen[id], Status: presence(now, c.pool.seen[id], cr.Seconds, c.pool.left[id]),
+			LastSeen: r.seen, Status: presence(now, r.seen, cr.Seconds, r.left),
 			tally: mcpi.TallyOf(cr.TotalN, cr.TotalHits)}
 		if cr.Seconds > 0 {
 			w.SamplesPerS = Float(float64(cr.N) / cr.Seconds)
 		}
-		if rec, q := c.pool.quarantined[id]; q {
-			w.Status, w.Why = "quarantined", fmt.Sprintf("quarantined: %s at seq %d", rec.Reason, rec.Seq)
-			s.Quarantined = append(s.Quarantined, QuarantineInfo{Worker: id, QuarantineRecord: rec, N: cr.TotalN})
+		if r.quarantined {
+			w.Status, w.Why = "quarantined", fmt.Sprintf("quarantined: %s at seq %d", r.rec.Reason, r.rec.Seq)
+			s.Quarantined = append(s.Quarantined, QuarantineInfo{Worker: r.id, QuarantineRecord: r.rec, N: cr.TotalN})
 			quarantined = append(quarantined, w)
 			continue
 		}
 		s.WorkerTable = append(s.WorkerTable, w)
 	}
-	slices.SortFunc(s.Quarantined, func(a, b QuarantineInfo) int { return strings.Compare(a.Worker, b.Worker) })
 	s.Checks = workerStats(s.WorkerTable, t)
 	for i := range quarantined {
 		quarantined[i].Pi, quarantined[i].Z = Float(quarantined[i].tally.Pi()), Float(math.NaN())
 	}
 	s.WorkerTable = append(s.WorkerTable, quarantined...)
-	disp, binom := c.pool.disp.stdErr()
-	s.Checks.Chunks = int(c.pool.disp.m)
-	s.Checks.EffectiveChunks = Float(c.pool.disp.effective())
-	s.Checks.DispersionRatio = Float(disp / binom)
-	s.Checks.StdErrDispersion = Float(float64(s.StdErr) * disp / binom)
+	s.WorkersByStatus = countStatus(s.WorkerTable)
+	dse, binom := disp.stdErr()
+	s.Checks.Chunks = int(disp.m)
+	s.Checks.EffectiveChunks = Float(disp.effective())
+	s.Checks.DispersionRatio = Float(dse / binom)
+	s.Checks.StdErrDispersion = Float(float64(s.StdErr) * dse / binom)
 	s.Flagged = []string{}
-	for _, w := range s.WorkerTable {
-		if w.Flagged {
+	for i := range s.WorkerTable {
+		if w := &s.WorkerTable[i]; w.Flagged {
 			s.Flagged = append(s.Flagged, w.ID)
 		}
 	}
-	if credited := t.N.Sub(c.pool.anon.N).Float64(); credited > 0 {
+	if credited := t.N.Sub(anon.N).Float64(); credited > 0 {
 		s.Verification.Cost = Float(ver.VerifiedN / credited)
 	} else {
 		s.Verification.Cost = Float(math.NaN())
 	}
-	if secs > 0 && c.synced && c.baseN.Cmp(t.N) < 0 {
-		s.SamplesPerS = Float(t.N.Sub(c.baseN).Float64() / secs)
+	if secs > 0 && synced && baseN.Cmp(t.N) < 0 {
+		s.SamplesPerS = Float(t.N.Sub(baseN).Float64() / secs)
 	}
 	s.ETASeconds = Float(math.NaN())
 	if se, rate := float64(s.StdErr), float64(s.SamplesPerS); c.cfg.TargetSE > 0 && se > 0 && rate > 0 {
@@ -180,5 +207,5 @@ func (c *Collector) Summary() Summary {
 		need := t.N.Float64() * (se / c.cfg.TargetSE) * (se / c.cfg.TargetSE)
 		s.ETASeconds = Float(max(0, need-t.N.Float64()) / rate)
 	}
-	return s
+	return &Snapshot{Summary: s, At: now, Build: time.Since(start), Lock: locked, Copied: copied}
 }

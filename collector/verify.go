@@ -228,6 +228,7 @@ func (v *verifier) replay(ctx context.Context, e wire.Entry) {
 		if w := c.pool.workers[e.Worker]; w != nil {
 			w.Verified++
 			c.dirty[e.Worker] = true
+			c.pool.touch(e.Worker)
 		}
 		c.mu.Unlock()
 		return

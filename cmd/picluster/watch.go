@@ -54,7 +54,7 @@ func (e *env) watch(ctx context.Context, col *collector.Collector, f collectorFl
 	if f.json {
 		progress = e.stderr // stdout carries only the JSON
 	}
-	every, draw := f.interval, func() { printLine(progress, col.Summary()) }
+	every, draw := f.interval, func() { printLine(progress, col.Snapshot().Summary) }
 	var restore string
 	switch {
 	case !f.json && isTerminal(e.stdout):
@@ -64,7 +64,7 @@ func (e *env) watch(ctx context.Context, col *collector.Collector, f collectorFl
 			if err != nil {
 				w, h = 80, 24
 			}
-			lines := tui.Render(col.Summary(), col.History(), w, h)
+			lines := tui.Render(col.Snapshot().Summary, col.History(), w, h)
 			fmt.Fprint(e.stdout, "\x1b[H"+strings.Join(lines, "\x1b[K\r\n")+"\x1b[K\x1b[J")
 		}
 		e.logs.hold()                                // logs would scribble on the view
@@ -73,7 +73,7 @@ func (e *env) watch(ctx context.Context, col *collector.Collector, f collectorFl
 	case isTerminal(progress):
 		draw = func() {
 			fmt.Fprint(progress, "\r\033[K")
-			printLine(noNewline{progress}, col.Summary())
+			printLine(noNewline{progress}, col.Snapshot().Summary)
 		}
 		restore = "\r\033[K"
 	}
@@ -95,7 +95,7 @@ loop:
 		case err = <-done:
 			break loop
 		case <-replot:
-			if perr := chart.WritePNG(f.plot, "π by picluster, job "+col.Summary().Channel, col.History()); perr != nil {
+			if perr := chart.WritePNG(f.plot, "π by picluster, job "+col.Snapshot().Channel, col.History()); perr != nil {
 				fmt.Fprintln(e.logs, "picluster:", perr)
 			}
 		case <-tick.C:

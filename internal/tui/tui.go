@@ -40,10 +40,12 @@ func Render(s collector.Summary, hist []collector.Point, width, height int) []st
 	add("  π ≈ %s   ± %.2g   bias %+.2g", Digits(float64(s.Pi), float64(s.CI95[0]), float64(s.CI95[1])), float64(s.StdErr), float64(s.Bias))
 	add("  95 %% interval [%.10f, %.10f]", float64(s.CI95[0]), float64(s.CI95[1]))
 	add("")
-	alive := 0
-	for _, w := range s.WorkerTable {
-		if w.Status == "alive" {
-			alive++
+	alive, counted := s.WorkersByStatus["alive"]
+	if !counted { // a Summary made by hand
+		for _, w := range s.WorkerTable {
+			if w.Status == "alive" {
+				alive++
+			}
 		}
 	}
 	anon := ""

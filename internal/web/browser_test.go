@@ -51,12 +51,12 @@ func artifacts(t *testing.T) string {
 // bigJob is a job whose N passes 2⁶⁴ and that has anonymous batches.
 type bigJob struct{ *collector.Collector }
 
-func (b bigJob) Summary() collector.Summary {
-	s := b.Collector.Summary()
+func (b bigJob) Snapshot() *collector.Snapshot {
+	s := *b.Collector.Snapshot()
 	var big mcpi.Count
 	_ = big.UnmarshalJSON([]byte("1180591620717411303424")) // 2⁷⁰
 	s.N, s.AnonymousN, s.Anonymous = s.N.Add(big), big, 3
-	return s
+	return &s
 }
 
 func (b bigJob) History() []collector.Point {
@@ -205,6 +205,9 @@ func TestDashboardInChromium(t *testing.T) {
 	anonRow, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#workers-table tbody tr")].map((tr) => tr.textContent).filter((t) => t.startsWith("(anonymous)"))`))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if rows, err := chromedp.Run(ctx, chromedp.Text("#rows")); err != nil || rows != "workers 1–2 of 2" {
+		t.Errorf("the pager shows %q (%v), want %q", rows, err, "workers 1–2 of 2")
 	}
 	if !strings.HasSuffix(workers, "+ 3 anonymous batches") || len(anonRow) != 1 || !strings.Contains(anonRow[0], "3 batches") {
 		t.Errorf("the page shows workers %q and anonymous rows %q, want the 3 anonymous batches in both", workers, anonRow)

@@ -1,10 +1,14 @@
 package web
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics exposes the collector's Summary to Prometheus, read once per scrape.
+// metrics exposes the collector's Snapshot to Prometheus, read once per
+// scrape: aggregates over every worker, and per-worker series for the
+// MetricsTopK fastest only, so a scrape stays small at any size of job.
 type metrics struct{ src Source }
 
 var (
@@ -16,11 +20,11 @@ var (
 	rateDesc    = prometheus.NewDesc("picluster_samples_per_second", "Samples per second pooled since the collector started.", nil, nil)
 	workersDesc = prometheus.NewDesc("picluster_workers", "Workers by presence status.", []string{"status"}, nil)
 	flaggedDesc = prometheus.NewDesc("picluster_workers_flagged", "Workers whose tally is implausible.", nil, nil)
-	wRateDesc   = prometheus.NewDesc("picluster_worker_samples_per_second", "Each worker's sampling rate in its last batch.", []string{"worker"}, nil)
+	wRateDesc   = prometheus.NewDesc("picluster_worker_samples_per_second", "The sampling rate in its last batch of each of the "+strconv.Itoa(MetricsTopK)+" fastest workers.", []string{"worker"}, nil)
 	verDesc     = prometheus.NewDesc("picluster_verified_entries_total", "Ledger entries replayed, by result.", []string{"result"}, nil)
 	pendDesc    = prometheus.NewDesc("picluster_verification_pending_samples", "Samples in entries waiting for replay.", nil, nil)
 	quarDesc    = prometheus.NewDesc("picluster_workers_quarantined", "Workers proven wrong by replay, out of the estimate.", nil, nil)
-	wZDesc      = prometheus.NewDesc("picluster_worker_z", "Each worker's z-score against the pooled estimate of the others.", []string{"worker"}, nil)
+	wZDesc      = prometheus.NewDesc("picluster_worker_z", "The z-score against the pooled estimate of the others of each of the "+strconv.Itoa(MetricsTopK)+" fastest workers.", []string{"worker"}, nil)
 	stopDesc    = prometheus.NewDesc("picluster_stopped", "1, labelled with the reason (target, duration, signal, workers, error), once the collector has stopped.", []string{"reason"}, nil)
 	staleDesc   = prometheus.NewDesc("picluster_summary_stale", "1 when the collector's final read of the ledger failed: the totals may miss entries.", nil, nil)
 )
@@ -32,7 +36,8 @@ func (metrics) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (m metrics) Collect(ch chan<- prometheus.Metric) {
-	s := m.src.Summary()
+	snap := m.src.Snapshot()
+	s := &snap.Summary
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
@@ -52,14 +57,12 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(verDesc, float64(s.Verification.Failed), "mismatch")
 	gauge(pendDesc, float64(s.Verification.PendingN))
 	gauge(quarDesc, float64(len(s.Quarantined)))
-	status := map[string]float64{"alive": 0, "left": 0, "vanished": 0, "quarantined": 0}
-	for _, w := range s.WorkerTable {
-		status[w.Status]++
+	for _, w := range snap.Fastest(MetricsTopK) {
 		gauge(wRateDesc, float64(w.SamplesPerS), w.ID)
 		gauge(wZDesc, float64(w.Z), w.ID)
 	}
-	for st, n := range status {
-		gauge(workersDesc, n, st)
+	for st, n := range s.WorkersByStatus {
+		gauge(workersDesc, float64(n), st)
 	}
 	gauge(flaggedDesc, float64(len(s.Flagged)))
 	if s.StoppedBy != "" {

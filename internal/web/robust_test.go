@@ -20,8 +20,8 @@ import (
 // badSource serves a summary that cannot be encoded: a time past year 9999.
 type badSource struct{}
 
-func (badSource) Summary() collector.Summary {
-	return collector.Summary{WorkerTable: []collector.WorkerStats{{ID: "w", LastSeen: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}}}
+func (badSource) Snapshot() *collector.Snapshot {
+	return &collector.Snapshot{Summary: collector.Summary{WorkerTable: []collector.WorkerStats{{ID: "w", LastSeen: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}}}}
 }
 func (badSource) History() []collector.Point { return nil }
 

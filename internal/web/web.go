@@ -5,9 +5,21 @@
 // /healthz. Every registry also has the Go runtime and process collectors
 // and picluster_build_info. It only reads: every endpoint is GET or HEAD.
 //
-// Each event stream reads the collector on its own ticker and writes with a
-// deadline, so a slow or stalled client costs only its own connection and
-// never slows the collector; at most MaxStreams are open at once. Every
+// Every endpoint reads the collector's Snapshot, built once per tick
+// (collector.SnapshotInterval) outside the lock that crediting takes, and
+// never the collector itself. /api/state serves a page of the worker table
+// (?offset=&limit=, DefaultLimit rows by default, at most MaxLimit) with
+// every aggregate complete; the default page is encoded once per snapshot
+// and shared by every request and every event stream. /metrics has
+// per-worker series for the MetricsTopK fastest workers only, and
+// aggregates over all of them.
+//
+// Each event stream sends the shared encoding of each new snapshot, holding
+// at most that one event: a stream that falls behind skips to the newest.
+// It writes with a deadline of StreamWriteTimeout on a socket whose send
+// buffer is StreamSendBuffer, so a client that does not read is dropped
+// within seconds and never slows the collector or another stream; at most
+// MaxStreams are open at once, a 503 past that. Every
 // response carries the OWASP security headers (a Content-Security-Policy
 // that allows only the page's own assets, frame-ancestors 'none', nosniff,
 // no referrer); directories are not listed; on loopback, requests for other
@@ -26,9 +38,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,9 +60,22 @@ const EventInterval = 250 * time.Millisecond
 
 // Source is what the server reads: a *collector.Collector.
 type Source interface {
-	Summary() collector.Summary
+	// Snapshot returns the latest snapshot, which the server only reads.
+	Snapshot() *collector.Snapshot
 	History() []collector.Point
 }
+
+// The bounds of what one response carries.
+const (
+	// DefaultLimit is the rows of the worker table that /api/state serves
+	// without ?limit=, and that every /api/events event carries (the first page).
+	DefaultLimit = 100
+	// MaxLimit is the most rows /api/state serves at once; a larger limit is cut to it.
+	MaxLimit = 1000
+	// MetricsTopK is how many workers, the fastest by samples/s, have
+	// per-worker series in /metrics.
+	MetricsTopK = 20
+)
 
 // Handler returns the server's routes for src.
 func Handler(src Source, log *slog.Logger) http.Handler {
@@ -62,7 +89,7 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("GET /api/state", func(w http.ResponseWriter, r *http.Request) { enc.write(w, r, src.Summary()) })
+	mux.HandleFunc("GET /api/state", func(w http.ResponseWriter, r *http.Request) { enc.state(w, r, src) })
 	mux.HandleFunc("GET /api/history", func(w http.ResponseWriter, r *http.Request) { enc.write(w, r, src.History()) })
 	var streams atomic.Int64
 	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) {
@@ -72,16 +99,28 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 			return
 		}
 		defer streams.Add(-1)
-		events(w, r, src, enc)
+		enc.events(w, r, src)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	return secure(mux)
 }
 
 // MaxStreams bounds the open /api/events streams; past it a new one gets a
-// 503. A client that does not read is dropped when an event cannot be
-// written within 5 s.
+// 503.
 const MaxStreams = 64
+
+// A client that does not read is dropped when an event cannot be written
+// within StreamWriteTimeout. What it leaves unread first fills the send
+// buffer of its socket, StreamSendBuffer (on Linux the kernel doubles it),
+// and its own receive buffer: at most a few seconds of events.
+const (
+	StreamWriteTimeout = 2 * time.Second
+	StreamSendBuffer   = 16 << 10
+)
+
+// keepAlive is how often a stream whose state does not change sends a
+// comment, so that proxies and clients see it alive.
+const keepAlive = 15 * time.Second
 
 // secure sets the OWASP set of response headers: the page may load only its
 // own assets, be framed by nobody, and send no referrer; no response is
@@ -130,10 +169,17 @@ func allowHosts(h http.Handler, hosts ...string) http.Handler {
 // encoder writes JSON responses. A value that cannot be encoded (which a
 // Summary, all of whose floats are collector.Float, never is) is answered
 // with a 500 and logged, once per server: an empty 200 would leave a
-// dashboard waiting for ever.
+// dashboard waiting for ever. It encodes the first page of each snapshot
+// once, for /api/state and every event stream.
 type encoder struct {
 	log    *slog.Logger
 	logged atomic.Bool
+
+	mu    sync.Mutex
+	snap  *collector.Snapshot // the snapshot state and event are of
+	first []byte              // /api/state's default page
+	event []byte              // the event that carries it
+	err   error
 }
 
 // marshal encodes v, logging the first failure.
@@ -145,32 +191,120 @@ func (e *encoder) marshal(v any, what string) ([]byte, error) {
 	return b, err
 }
 
+// shared returns the default page of snap, as /api/state serves it and
+// as an event, encoding them only for a snapshot not seen yet; concurrent
+// callers wait for the one encoding.
+func (e *encoder) shared(snap *collector.Snapshot) (first, event []byte, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.snap != snap {
+		e.snap = snap
+		var b []byte
+		b, e.err = e.marshal(page(snap, 0, DefaultLimit), "the state")
+		if e.err != nil {
+			e.first = nil
+			e.event = fmt.Appendf(nil, "id: %d\nevent: fault\ndata: %s\n\n", snap.Seq, quote("cannot encode the state: "+e.err.Error()))
+		} else {
+			e.first = append(b, '\n')
+			e.event = fmt.Appendf(nil, "id: %d\nevent: state\ndata: %s\n\n", snap.Seq, b)
+		}
+	}
+	return e.first, e.event, e.err
+}
+
+// State is what /api/state serves: the summary, with a page of its worker
+// table, and where that page is.
+type State struct {
+	collector.Summary
+	Page Page `json:"page"`
+}
+
+// Page says which rows of the worker table a State carries.
+type Page struct {
+	// Offset is the index of the first row, Limit the most rows asked for,
+	// Total the rows of the whole table.
+	Offset int `json:"offset"`
+	Limit  int `json:"limit"`
+	Total  int `json:"total"`
+}
+
+// page returns snap with the rows offset … offset+limit−1 of its table.
+func page(snap *collector.Snapshot, offset, limit int) State {
+	s := snap.Summary
+	s.WorkerTable = snap.Page(offset, limit)
+	return State{Summary: s, Page: Page{Offset: offset, Limit: limit, Total: len(snap.WorkerTable)}}
+}
+
+// pageOf reads ?offset= (default 0) and ?limit= (default DefaultLimit, cut
+// to MaxLimit).
+func pageOf(q url.Values) (offset, limit int, err error) {
+	offset, limit = 0, DefaultLimit
+	if v := q.Get("offset"); v != "" {
+		if offset, err = strconv.Atoi(v); err != nil || offset < 0 {
+			return 0, 0, fmt.Errorf("offset %q: want an integer ≥ 0", v)
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 {
+			return 0, 0, fmt.Errorf("limit %q: want an integer ≥ 1 (at most %d rows are served)", v, MaxLimit)
+		}
+	}
+	return offset, min(limit, MaxLimit), nil
+}
+
+// state serves /api/state: a page of the latest snapshot.
+func (e *encoder) state(w http.ResponseWriter, r *http.Request, src Source) {
+	offset, limit, err := pageOf(r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	snap := src.Snapshot()
+	var b []byte
+	if offset == 0 && limit == DefaultLimit {
+		b, _, err = e.shared(snap)
+	} else if b, err = e.marshal(page(snap, offset, limit), r.URL.Path); err == nil {
+		b = append(b, '\n')
+	}
+	e.reply(w, b, err)
+}
+
 func (e *encoder) write(w http.ResponseWriter, r *http.Request, v any) {
-	w.Header().Set("Cache-Control", "no-store")
 	b, err := e.marshal(v, r.URL.Path)
+	e.reply(w, append(b, '\n'), err)
+}
+
+// reply writes b, a JSON document, or a 500 for err.
+func (e *encoder) reply(w http.ResponseWriter, b []byte, err error) {
+	w.Header().Set("Cache-Control", "no-store")
 	if err != nil {
 		http.Error(w, "cannot encode the state: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(b)
 }
 
-// events streams the state as Server-Sent Events until the client goes away.
-// Every event is the whole state, so a browser that reconnects (EventSource
-// does so by itself, after the retry delay we send) resumes with the next
-// event, no reload needed.
+// events streams the state as Server-Sent Events until the client goes
+// away or stops reading. Every event is the state with the first page of
+// the worker table, so a browser that reconnects (EventSource does so by
+// itself, after the retry delay we send) resumes with the next event, no
+// reload needed. Each snapshot is sent once, when the stream sees it at its
+// next EventInterval; one the stream was too slow for is skipped.
 //
 // A state that cannot be encoded is sent as a "fault" event, which the
 // dashboard shows, and the stream goes on: closing it would only make the
 // browser reconnect to the same fault every second.
-func events(w http.ResponseWriter, r *http.Request, src Source, enc *encoder) {
+func (e *encoder) events(w http.ResponseWriter, r *http.Request, src Source) {
 	rc := http.NewResponseController(w)
+	if c, ok := r.Context().Value(connKey{}).(interface{ SetWriteBuffer(int) error }); ok {
+		_ = c.SetWriteBuffer(StreamSendBuffer) // a client that does not read fills it soon
+	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
 	send := func(b []byte) error {
-		if err := rc.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		if err := rc.SetWriteDeadline(time.Now().Add(StreamWriteTimeout)); err != nil {
 			return err
 		}
 		if _, err := w.Write(b); err != nil {
@@ -183,16 +317,21 @@ func events(w http.ResponseWriter, r *http.Request, src Source, enc *encoder) {
 	}
 	tick := time.NewTicker(EventInterval)
 	defer tick.Stop()
-	var id uint64
+	var last *collector.Snapshot
+	quiet := time.Now()
 	for {
-		id++
-		ev := "state"
-		b, err := enc.marshal(src.Summary(), "/api/events")
-		if err != nil {
-			ev, b = "fault", quote("cannot encode the state: "+err.Error())
+		var frame []byte
+		if snap := src.Snapshot(); snap != last {
+			_, frame, _ = e.shared(snap)
+			last = snap
+		} else if time.Since(quiet) >= keepAlive {
+			frame = []byte(": keep-alive\n\n")
 		}
-		if err := send(fmt.Appendf(nil, "id: %d\nevent: %s\ndata: %s\n\n", id, ev, b)); err != nil {
-			return // the client is gone, or too slow to take an event in 5 s
+		if frame != nil {
+			if err := send(frame); err != nil {
+				return // the client is gone, or too slow to take an event in StreamWriteTimeout
+			}
+			quiet = time.Now()
 		}
 		select {
 		case <-r.Context().Done():
@@ -200,6 +339,17 @@ func events(w http.ResponseWriter, r *http.Request, src Source, enc *encoder) {
 		case <-tick.C:
 		}
 	}
+}
+
+// connKey is the context key under which Serve keeps each request's
+// connection, for the event stream's send buffer.
+type connKey struct{}
+
+// ConnContext keeps c in the context of its requests: set it as an
+// http.Server's ConnContext so event streams can bound their send buffer
+// (Serve does).
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
 }
 
 // quote returns s as a JSON string.
@@ -239,6 +389,7 @@ func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
 		WriteTimeout:      10 * time.Second, // /api/events sets its own deadline per event
 		IdleTimeout:       60 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext:       ConnContext,
 	}
 	stop := context.AfterFunc(ctx, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -54,7 +54,7 @@ func job(t *testing.T) *collector.Collector {
 		}
 	}
 	_ = bus.PublishRaw(ctx, []byte("garbage"))
-	waitFor(t, func() bool { s := c.Summary(); return s.N == mcpi.CountOf(40_000_000) && s.Rejected == 2 })
+	waitFor(t, func() bool { s := c.Snapshot(); return s.N == mcpi.CountOf(40_000_000) && s.Rejected == 2 })
 	return c
 }
 

@@ -1,12 +1,17 @@
 "use strict";
 // The picluster dashboard: the history once, then the state as Server-Sent
-// Events. Every event is the whole state, so a reconnect needs no reload.
+// Events. Every event is the whole state but for the worker table, of which
+// it carries the first page, so a reconnect needs no reload. The other pages
+// are read from api/state?offset=&limit=, at most one request at a time.
 (function () {
   const $ = (id) => document.getElementById(id);
   const PI = Math.PI;
   const Z95 = 1.959963984540054;
   const ns = [], est = [], lo = [], hi = [], piLine = [], errs = [], ses = [];
   let lastN = 0, estChart = null, errChart = null;
+  // The page of the worker table shown: its first row, and the table's size
+  // and page size as the last state said.
+  let offset = 0, total = 0, limit = 100, last = null, loading = false;
 
   function fmt(x, digits) {
     if (x === null || x === undefined || Number.isNaN(x)) return "—";
@@ -74,7 +79,7 @@
     if (s.bias !== null && s.bias !== undefined) {
       $("bias").textContent = "+" + s.bias.toPrecision(2);
     }
-    const alive = s.worker_table.filter((w) => w.status === "alive").length;
+    const alive = s.workers_by_status ? s.workers_by_status.alive : 0;
     $("workers").textContent = alive + " of " + s.workers + (s.anonymous_batches > 0 ?
       " + " + s.anonymous_batches + " anonymous batch" + (s.anonymous_batches > 1 ? "es" : "") : "");
     $("eta").textContent = s.target_se ? duration(s.eta_seconds) : "no target";
@@ -82,8 +87,32 @@
     $("ratio").textContent = s.checks.dispersion_ratio === null ? "—" : s.checks.dispersion_ratio.toFixed(2);
     $("chi2p").textContent = s.checks.chi2_p === null ? "—" : s.checks.chi2_p.toPrecision(3);
     $("stopped").textContent = s.stopped_by || "running";
+    last = s;
+    if (offset === 0) table(s); else fetchPage();
+    if (s.pi !== null && push({ n: Number(s.n), pi: s.pi, stderr: s.stderr })) redraw();
+  }
+  // fetchPage reads the page at offset, unless a read is under way already.
+  function fetchPage() {
+    if (loading) return;
+    loading = true;
+    const want = offset;
+    fetch("api/state?offset=" + want + "&limit=" + limit)
+      .then((r) => { if (!r.ok) throw new Error("api/state: " + r.status); return r.text(); })
+      .then((text) => { if (want === offset) table(parseState(text)); })
+      .catch((err) => { $("conn").textContent = "error: " + err; })
+      .finally(() => { loading = false; });
+  }
+  // table shows the page of the worker table that state s carries.
+  function table(s) {
+    const p = s.page || { offset: 0, limit: s.worker_table.length, total: s.worker_table.length };
+    total = p.total; limit = p.limit;
+    if (offset >= total && total > 0) { offset = Math.floor((total - 1) / limit) * limit; fetchPage(); return; }
+    const end = p.offset + s.worker_table.length;
+    $("rows").textContent = total === 0 ? "no workers" : "workers " + (p.offset + 1) + "–" + end + " of " + total;
+    $("first").disabled = $("prev").disabled = p.offset === 0;
+    $("next").disabled = $("last").disabled = end >= total;
     const rows = s.worker_table.slice();
-    if (s.anonymous_batches > 0) { // seed-style reports name no worker: one row for them all
+    if (s.anonymous_batches > 0 && end >= total) { // seed-style reports name no worker: one row for them all
       rows.push({ id: "(anonymous)", status: s.anonymous_batches + " batch" + (s.anonymous_batches > 1 ? "es" : ""),
         n: s.anonymous_n, pi: null, z: null, samples_per_s: null, kernel: "", flagged: false });
     }
@@ -99,7 +128,11 @@
       }
       return tr;
     }));
-    if (s.pi !== null && push({ n: Number(s.n), pi: s.pi, stderr: s.stderr })) redraw();
+  }
+  // go shows the page starting at row o.
+  function go(o) {
+    offset = Math.max(0, Math.min(o, total > 0 ? Math.floor((total - 1) / limit) * limit : 0));
+    if (offset === 0 && last) table(last); else fetchPage();
   }
   // parseState reads the state's JSON with its sample and hit counts, which
   // pass 2⁵³ (and 2⁶⁴), as decimal strings, so they are shown exactly: a
@@ -118,9 +151,13 @@
     src.addEventListener("fault", (e) => { $("conn").textContent = "server: " + JSON.parse(e.data); });
     src.onopen = () => { $("conn").textContent = "live"; };
     src.onerror = () => { $("conn").textContent = "reconnecting…"; };
+    $("first").addEventListener("click", () => go(0));
+    $("prev").addEventListener("click", () => go(offset - limit));
+    $("next").addEventListener("click", () => go(offset + limit));
+    $("last").addEventListener("click", () => go(total));
     window.addEventListener("resize", () => { estChart.setSize(size()); errChart.setSize(size()); });
   }
   // For tests and the curious: how many points the charts hold.
-  window.picluster = { points: () => ns.length, renderPi: renderPi, parseState: parseState };
+  window.picluster = { points: () => ns.length, renderPi: renderPi, parseState: parseState, go: go };
   start().catch((err) => { $("conn").textContent = "error: " + err; console.error(err); });
 })();
