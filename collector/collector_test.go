@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -284,23 +285,25 @@ func TestHistoryIsBoundedAndMonotone(t *testing.T) {
 }
 
 func TestPresence(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
+	var clock atomic.Int64 // the collector reads it from its goroutines
+	clock.Store(time.Unix(1_000_000, 0).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
 	bus := membus.New()
-	c := newCollector(t, bus, collector.Config{Now: func() time.Time { return now }, VerifyFraction: 1e-9})
+	c := newCollector(t, bus, collector.Config{Now: now, VerifyFraction: 1e-9})
 	st, _ := started(t, c, bus)
 	presence := func(w, status string) []byte {
-		return wire.EncodePresence(wire.Presence{Worker: w, Status: status, At: now})
+		return wire.EncodePresence(wire.Presence{Worker: w, Status: status, At: now()})
 	}
 	for _, w := range []string{"stays", "leaves", "vanishes"} {
 		appendEntries(t, bus, nil, entry(st, w, 1, 100, 0))
 	}
 	waitFor(t, func() bool { return c.Summary().Workers == 3 })
-	now = now.Add(5 * time.Second)
+	clock.Add(int64(5 * time.Second))
 	c.HandlePresence(presence("stays", wire.Alive))
 	c.HandlePresence(presence("leaves", wire.Left))
 	c.HandlePresence(presence("never-reported", wire.Alive)) // ignored: not tracked
 	c.HandlePresence([]byte(`{"worker": "x", "status": "sleeping"}`))
-	now = now.Add(4 * time.Second) // "vanishes" last spoke 9 s ago: more than 3 heartbeats
+	clock.Add(int64(4 * time.Second)) // "vanishes" last spoke 9 s ago: more than 3 heartbeats
 	got := map[string]string{}
 	for _, w := range c.Summary().WorkerTable {
 		got[w.ID] = w.Status

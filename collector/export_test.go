@@ -11,3 +11,10 @@ func (c *Collector) SetJob(s wire.State) {
 
 // Credit credits ledger entries as Run does when it reads them.
 func (c *Collector) Credit(es ...wire.LedgerEntry) bool { return c.creditAll(es) }
+
+// Credited returns how many entries the collector has credited.
+func (c *Collector) Credited() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pool.accepted
+}

@@ -100,17 +100,20 @@ func TestVerificationCost(t *testing.T) {
 			jobSeed := uint64(20261121) // the job's seed: the hits, and so the entries chosen for their z, are the same every run
 			c := newCollector(t, bus, collector.Config{VerifyFraction: f, VerifySeed: 7, Seed: &jobSeed})
 			st, _ := started(t, c, bus)
-			var es []wire.Entry
 			var s1, count, expected float64
+			entries := 0
 			for seq := uint64(1); seq <= 300; seq++ { // the workers take turns, as in a real job
 				for w := range 10 {
 					n := tt.sizes[w%len(tt.sizes)]
-					es = append(es, entry(st, fmt.Sprint("w", w), seq, n, 0))
+					// One at a time, each credited before the next: the
+					// chance depends on the order of crediting.
+					appendEntries(t, bus, nil, entry(st, fmt.Sprint("w", w), seq, n, 0))
 					expected += float64(n) * collector.Chance(f, float64(n), s1, count, s1+float64(n), false)
 					s1, count = s1+float64(n), count+1
+					entries++
+					waitFor(t, func() bool { return c.Credited() == uint64(entries) })
 				}
 			}
-			appendEntries(t, bus, nil, es...)
 			waitFor(t, func() bool { s := c.Summary(); return s.N == mcpi.CountOf(uint64(s1)) && s.Verification.PendingN == 0 })
 			v := c.Summary().Verification
 			// By the rule's chances; besides, those with an improbable z
@@ -118,7 +121,7 @@ func TestVerificationCost(t *testing.T) {
 			want := expected / s1
 			extra := float64(v.Forced) * float64(slices.Max(tt.sizes)) / s1
 			t.Logf("%s sizes: replayed %d of %d entries (%d for their z), %.4f of the samples (f = %v, expected %.4f + at most %.4f)",
-				tt.name, v.Verified, len(es), v.Forced, float64(v.Cost), f, want, extra)
+				tt.name, v.Verified, entries, v.Forced, float64(v.Cost), f, want, extra)
 			if cost := float64(v.Cost); v.Failed != 0 || cost < 0.65*want || cost > 1.35*want+extra {
 				t.Errorf("cost %v, want %.4f ± 35 %% (+ %.4f); %d failed", v.Cost, want, extra, v.Failed)
 			}
