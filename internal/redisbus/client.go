@@ -191,7 +191,7 @@ func (b *Bus) replicated(ctx context.Context, conn *redis.Conn) error {
 // a page at a time; a key may come twice (SCAN's guarantee). On a cluster
 // SCAN runs on the master of the job's slot, where all the job's keys are.
 func (b *Bus) scan(ctx context.Context, prefix string, fn func(keys []string) error) error {
-	c, err := b.scanner(ctx)
+	c, err := b.jobNode(ctx)
 	if err != nil {
 		return classify(fmt.Errorf("scan %s*: %w", prefix, err))
 	}
@@ -214,9 +214,10 @@ func (b *Bus) scan(ctx context.Context, prefix string, fn func(keys []string) er
 	}
 }
 
-// scanner returns the client a SCAN of the job's keys goes to: on a
+// jobNode returns the client of the server that holds the job, for SCAN
+// and TIME: on a
 // cluster, the master of the job's slot.
-func (b *Bus) scanner(ctx context.Context) (redis.Cmdable, error) {
+func (b *Bus) jobNode(ctx context.Context) (redis.Cmdable, error) {
 	if b.mode == Cluster {
 		return b.master(ctx)
 	}

@@ -232,7 +232,7 @@ func (b *Bus) ReadLedgers(ctx context.Context, from []wire.Cursor, count int) ([
 // of a SCAN at a time: start with cursor 0; a next cursor of 0 ends the
 // pass. A worker may appear in more than one page.
 func (b *Bus) ScanLedgers(ctx context.Context, cursor uint64) ([]string, uint64, error) {
-	c, err := b.scanner(ctx)
+	c, err := b.jobNode(ctx)
 	if err != nil {
 		return nil, 0, classify(fmt.Errorf("scan %s*: %w", b.k.Ledger, err))
 	}
@@ -275,10 +275,15 @@ func (b *Bus) LedgerLen(ctx context.Context, worker string) (int64, error) {
 	return n, nil
 }
 
-// Time returns the Redis server's clock as a ledger position "ms-0": every
-// entry appended later has a later ID.
+// Time returns the clock of the Redis server that holds the job (on a
+// cluster, its slot's master) as a ledger position "ms-0": every entry
+// appended later has a later ID.
 func (b *Bus) Time(ctx context.Context) (string, error) {
-	t, err := b.rdb.Time(ctx).Result()
+	c, err := b.jobNode(ctx) // the clock of the server that stamps the job's entries
+	if err != nil {
+		return "", classify(fmt.Errorf("time: %w", err))
+	}
+	t, err := c.Time(ctx).Result()
 	if err != nil {
 		return "", classify(fmt.Errorf("time: %w", err))
 	}
