@@ -215,8 +215,7 @@ func (b *Bus) scan(ctx context.Context, prefix string, fn func(keys []string) er
 }
 
 // jobNode returns the client of the server that holds the job, for SCAN
-// and TIME: on a
-// cluster, the master of the job's slot.
+// and TIME: on a cluster, the master of the job's slot.
 func (b *Bus) jobNode(ctx context.Context) (redis.Cmdable, error) {
 	if b.mode == Cluster {
 		return b.master(ctx)
