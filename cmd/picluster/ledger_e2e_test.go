@@ -26,11 +26,14 @@ const (
 	malloryPass   = "mallory-secret-4"
 )
 
+// ownUsers are the workers with a Redis user of their own on aclServer.
+var ownUsers = map[string]string{"node7": node7Pass, "mallory": malloryPass, "a": "a-secret-5", "b": "b-secret-6"}
+
 // aclServer starts a redis-server whose users are those of picluster acl.
 func aclServer(t *testing.T, opt redistest.Options) *redistest.Server {
 	t.Helper()
 	acl := filepath.Join(t.TempDir(), "users.acl")
-	if err := os.WriteFile(acl, []byte(ACLRules("pi_collector", collectorPass, workerPass, map[string]string{"node7": node7Pass, "mallory": malloryPass})), 0o600); err != nil {
+	if err := os.WriteFile(acl, []byte(ACLRules("pi_collector", collectorPass, workerPass, ownUsers)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	opt.Args = append(opt.Args, "--aclfile", acl)
@@ -409,8 +412,8 @@ func TestNothingLost(t *testing.T) {
 }
 
 // TestSecureEndToEnd: TLS with a CA the test makes (mutual TLS), the ACL
-// users and a job key: a collector, two workers holding only their own keys,
-// and picluster verify run a job to its target.
+// users and a job key: a collector, two workers holding only their own keys
+// and Redis users, and picluster verify run a job to its target.
 func TestSecureEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -421,12 +424,12 @@ func TestSecureEndToEnd(t *testing.T) {
 	tlsArgs := []string{"--tls-ca", tlsFiles.CA, "--tls-cert", cert, "--tls-key", key}
 	jobKey, wkeys := keys(t, "a", "b")
 	colURL := "rediss://picluster-collector:" + collectorPass + "@" + srv.Addr
-	wURL := "rediss://picluster-worker:" + workerPass + "@" + srv.Addr
+	wURL := func(id string) string { return "rediss://" + WorkerUser(id) + ":" + ownUsers[id] + "@" + srv.Addr }
 	col := start(t, append([]string{"collector", "--redis", colURL, "--key-file", jobKey, "--json", "--target-se", "3e-5"}, tlsArgs...)...)
 	col.waitOutput(t, "job loaded from the ledger", 20*time.Second)
 	var ws []*proc
 	for _, id := range []string{"a", "b"} {
-		ws = append(ws, start(t, append([]string{"worker", "--redis", wURL, "--key-file", wkeys[id], "--threads", "1", "--batch-time", "100ms"}, tlsArgs...)...))
+		ws = append(ws, start(t, append([]string{"worker", "--redis", wURL(id), "--key-file", wkeys[id], "--threads", "1", "--batch-time", "100ms"}, tlsArgs...)...))
 	}
 	col.wait(t, 120*time.Second)
 	s := col.summary(t)
@@ -447,8 +450,8 @@ func TestSecureEndToEnd(t *testing.T) {
 	}
 	// skip_verify is refused, and the message does not show the password.
 	var out, errb bytes.Buffer
-	err := run(t.Context(), []string{"worker", "--redis", wURL + "?skip_verify=true", "--max-batches", "1"}, func(string) string { return "" }, &out, &errb)
-	if err == nil || !strings.Contains(err.Error(), "skip_verify is refused") || strings.Contains(err.Error(), workerPass) {
+	err := run(t.Context(), []string{"worker", "--redis", wURL("a") + "?skip_verify=true", "--max-batches", "1"}, func(string) string { return "" }, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "skip_verify is refused") || strings.Contains(err.Error(), ownUsers["a"]) {
 		t.Errorf("skip_verify: %v", err)
 	}
 }
