@@ -267,7 +267,7 @@ const FinalSyncTimeout = 3 * time.Second
 // ledgerPage is how many entries one read takes from each stream, and
 // ledgerKeys how many streams it reads.
 const (
-	ledgerPage = 128
+	ledgerPage = 32
 	ledgerKeys = 256
 )
 
@@ -622,40 +622,52 @@ func (c *Collector) ensureAhead(ctx context.Context) error {
 // readStreams reads the streams of workers to their ends and credits what
 // they hold; it returns how many entries it read. A stream not tracked yet
 // is read from its start, and tracked if it holds entries and the job
-// tracks fewer than MaxWorkers streams.
+// tracks fewer than MaxWorkers streams. A stream that held an oversized
+// entry is read alone, one entry at a time, so that no read holds more
+// than ledgerPage of its entries.
 func (c *Collector) readStreams(ctx context.Context, workers []string) (int, error) {
-	read := 0
+	type read struct {
+		from  []wire.Cursor
+		count int
+	}
+	total := 0
 	for len(workers) > 0 {
 		chunk := workers[:min(len(workers), ledgerKeys)]
 		workers = workers[len(chunk):]
-		from := make([]wire.Cursor, 0, len(chunk))
+		reads := []read{{count: ledgerPage}}
 		c.mu.Lock()
 		for _, w := range chunk {
 			pos, tracked := c.pool.cursor[w]
 			if !tracked && c.refuse(w) {
 				continue
 			}
-			from = append(from, wire.Cursor{Worker: w, After: pos})
+			if cur := (wire.Cursor{Worker: w, After: pos}); c.pool.bulky[w] {
+				reads = append(reads, read{[]wire.Cursor{cur}, 1})
+			} else {
+				reads[0].from = append(reads[0].from, cur)
+			}
 		}
 		c.mu.Unlock()
-		entries, err := c.bus.ReadLedgers(ctx, from, ledgerPage)
-		if err != nil {
-			return read, err
-		}
-		read += len(entries)
-		c.creditAll(entries)
-		for i := 0; i < len(entries); {
-			j := i + 1
-			for j < len(entries) && entries[j].Worker == entries[i].Worker {
-				j++
+		for _, r := range reads {
+			entries, err := c.bus.ReadLedgers(ctx, r.from, r.count)
+			if err != nil {
+				return total, err
 			}
-			if j-i >= ledgerPage { // a full page: there may be more
-				workers = append(workers, entries[i].Worker)
+			total += len(entries)
+			c.creditAll(entries)
+			for i := 0; i < len(entries); {
+				j := i + 1
+				for j < len(entries) && entries[j].Worker == entries[i].Worker {
+					j++
+				}
+				if j-i >= r.count { // a full page: there may be more
+					workers = append(workers, entries[i].Worker)
+				}
+				i = j
 			}
-			i = j
 		}
 	}
-	return read, nil
+	return total, nil
 }
 
 // refuse reports whether the job tracks MaxWorkers streams already, so
@@ -687,6 +699,9 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 		}
 		c.pool.cursor[le.Worker] = le.ID
 		c.pool.moved[le.Worker] = true
+		if len(le.Payload) > wire.MaxSize {
+			c.pool.bulky[le.Worker] = true // read alone from now on
+		}
 		e, err := c.check(le)
 		if err != nil {
 			c.reject(err, cmp.Or(e.Worker, "ledger entry "+le.ID+" of "+le.Worker))

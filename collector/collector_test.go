@@ -1,6 +1,7 @@
 package collector_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -433,5 +435,56 @@ func TestStopsWhenAnotherCollectorResets(t *testing.T) {
 	cp, _ := bus.Checkpoint(context.Background())
 	if string(cp["job"]) != "" && string(cp["job"]) != st.Job {
 		t.Errorf("checkpoint of job %s", cp["job"])
+	}
+}
+
+// countingBus records the most entries of one stream a read returned.
+type countingBus struct {
+	*membus.Bus
+	mu   sync.Mutex
+	most map[string][]int // per stream, the entries each read returned
+}
+
+func (b *countingBus) ReadLedgers(ctx context.Context, from []wire.Cursor, count int) ([]wire.LedgerEntry, error) {
+	es, err := b.Bus.ReadLedgers(ctx, from, count)
+	per := map[string]int{}
+	for _, e := range es {
+		per[e.Worker]++
+	}
+	b.mu.Lock()
+	for w, k := range per {
+		b.most[w] = append(b.most[w], k)
+	}
+	b.mu.Unlock()
+	return es, err
+}
+
+// A stream that held an oversized entry is read one entry at a time from
+// then on: a worker appending huge entries to its own stream cannot make
+// one read hold many of them.
+func TestOversizedStreamsAreReadAlone(t *testing.T) {
+	bus := &countingBus{Bus: membus.New(), most: map[string][]int{}}
+	c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
+	st, _ := started(t, c, bus.Bus)
+	big := append([]byte(`{"v":2,`), bytes.Repeat([]byte("x"), wire.MaxSize)...) // an entry's echo on the channel is not counted there
+	var es []wire.Signed
+	for range 100 {
+		es = append(es, wire.Signed{Payload: big})
+	}
+	if err := bus.Append(context.Background(), "big", es); err != nil {
+		t.Fatal(err)
+	}
+	appendEntries(t, bus.Bus, nil, entry(st, "honest", 1, 100, 0))
+	waitFor(t, func() bool { s := c.Summary(); return s.RejectedBy["oversized"] == 100 && s.N == mcpi.CountOf(100) })
+	bus.mu.Lock()
+	reads := bus.most["big"]
+	bus.mu.Unlock()
+	if len(reads) < 2 || reads[0] > 32 {
+		t.Fatalf("reads of the oversized stream returned %v entries: want at most one page, then one at a time", reads)
+	}
+	for _, k := range reads[1:] {
+		if k > 1 {
+			t.Fatalf("reads of the oversized stream returned %v entries: after the first, one at a time", reads)
+		}
 	}
 }

@@ -30,6 +30,8 @@ type pool struct {
 	cursor map[string]string
 	// moved are the streams read past the last trim point: trim them.
 	moved map[string]bool
+	// bulky are the streams that held an entry over wire.MaxSize bytes.
+	bulky map[string]bool
 	// touched are the workers whose credit, presence or quarantine changed
 	// since the last snapshot copied them (snapshot.go): every change of
 	// workers, seen, left or quarantined of a worker must touch it.
@@ -38,7 +40,7 @@ type pool struct {
 
 func newPool() *pool {
 	return &pool{workers: make(map[string]*wire.Credit), quarantined: make(map[string]wire.QuarantineRecord),
-		seen: make(map[string]time.Time), left: make(map[string]bool), cursor: make(map[string]string), moved: make(map[string]bool),
+		seen: make(map[string]time.Time), left: make(map[string]bool), cursor: make(map[string]string), moved: make(map[string]bool), bulky: make(map[string]bool),
 		touched: make(map[string]struct{})}
 }
 
