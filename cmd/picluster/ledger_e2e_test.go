@@ -136,6 +136,22 @@ func TestACLRules(t *testing.T) {
 			t.Errorf("collector %v: %q, want NOPERM", denied, got)
 		}
 	}
+	// A job whose channel is a glob: its users reach its keys only.
+	globRules := filepath.Join(t.TempDir(), "glob.acl")
+	if err := os.WriteFile(globRules, []byte(ACLRules("pi*", "gc", "gw", map[string]string{"n": "gn"})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	glob := redistest.StartWith(t, redistest.Options{Args: []string{"--aclfile", globRules}})
+	for _, u := range []struct{ user, pass string }{{"picluster-collector", "gc"}, {"picluster-worker", "gw"}, {WorkerUser("n"), "gn"}} {
+		for _, denied := range [][]string{{"GET", "{pi_collector}:state"}, {"PUBLISH", "pi_collector", "x"}, {"XADD", "{pi_collector}:ledger:n", "*", "e", "x"}} {
+			if got := cli(t, glob, u.user, u.pass, denied...); !strings.Contains(got, "NOPERM") {
+				t.Errorf("%s of job pi* %v: %q, want NOPERM", u.user, denied, got)
+			}
+		}
+	}
+	if got := cli(t, glob, "picluster-worker", "gw", "XADD", "{pi*}:ledger:n", "*", "e", "x"); strings.Contains(got, "NOPERM") {
+		t.Errorf("the worker of job pi* cannot append to its own ledger: %q", got)
+	}
 	// A worker's own user (acl --worker node7) reaches its own stream and
 	// lease, and nothing of another worker's: it can neither erase nor
 	// block their entries.

@@ -75,14 +75,15 @@ const failoverRules = "+cluster|slots +cluster|shards +cluster|nodes +command +r
 // quarantine, or deletes anything.
 func ACLRules(channel, collectorPass, workerPass string, own map[string]string) string {
 	k := redisbus.KeysOf(channel)
-	tag := "{" + channel + "}"
+	q := redisbus.GlobEscape // every key and channel pattern is a glob: a channel may hold * ? [ ]
+	tag := q("{" + channel + "}")
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "user default off\n")
 	fmt.Fprintf(&sb, "user picluster-collector on >%s resetkeys resetchannels ~%s:* &%s &%s:* -@all +@read +@write +@stream +@pubsub +@transaction +@connection +time -@dangerous %s\n",
-		collectorPass, tag, channel, tag, failoverRules)
+		collectorPass, tag, q(channel), tag, failoverRules)
 	worker := func(user, pass, stream, lease string) {
 		fmt.Fprintf(&sb, "user %s on >%s resetkeys resetchannels ~%s %%R~%s %%R~%s &%s &%s &%s -@all +xadd +xread +publish +subscribe +unsubscribe +ping +get +hget +multi +exec +discard +unwatch +hello +auth +client|setname %s +spublish +ssubscribe +sunsubscribe (~%s +set +get +pexpire +pttl +del +watch)\n",
-			user, pass, stream, k.State, k.Checkpoint, channel, k.Presence, k.Control, failoverRules, lease)
+			user, pass, stream, q(k.State), q(k.Checkpoint), q(channel), q(k.Presence), q(k.Control), failoverRules, lease)
 	}
 	if workerPass != "" {
 		worker("picluster-worker", workerPass, redisbus.GlobEscape(k.Ledger)+"*", redisbus.GlobEscape(k.Lease)+"*")
@@ -96,11 +97,15 @@ func ACLRules(channel, collectorPass, workerPass string, own map[string]string) 
 // WorkerUser is the name of the Redis user of the worker called id alone.
 func WorkerUser(id string) string { return "picluster-worker-" + id }
 
-// validACLWorker reports whether id can name a worker's own Redis user: an
-// aclfile line is split at white space.
+// validACLWorker reports whether id can name a worker's own Redis user:
+// letters, digits, '.', '_' and '-' only, since an aclfile line is split at
+// white space and parentheses open a selector.
 func validACLWorker(id string) error {
-	if id == "" || len(id) > wire.MaxWorkerLen || strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
-		return badFlag("--worker %q: want 1 to %d bytes without spaces or control characters", id, wire.MaxWorkerLen)
+	bad := func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+	}
+	if id == "" || len(id) > wire.MaxWorkerLen || strings.IndexFunc(id, bad) >= 0 {
+		return badFlag("--worker %q: want 1 to %d letters, digits, '.', '_' or '-'", id, wire.MaxWorkerLen)
 	}
 	return nil
 }
