@@ -2,21 +2,20 @@ package collector
 
 import "sync"
 
-// maxHot bounds the streams a bell remembers between two reads; past it,
-// the bell asks for a sweep of every stream instead.
-const maxHot = 4096
+// maxHot bounds the streams a bell remembers between two reads; those
+// announced past it are read at the next sweep.
+const maxHot = 16384
 
 // bell collects the workers whose streams have news, from the echoes of
 // their entries on the report channel, so that the reader reads those
-// streams at once instead of at its next sweep. A (re)subscription asks for
-// a sweep: echoes published meanwhile were lost. What anyone may publish
-// can only make the reader look at a stream, never credit it.
+// streams at once instead of at its next sweep. What anyone may publish can
+// only make the reader look at a stream (at most maxHot between two reads),
+// never credit it.
 type bell struct {
 	ring chan struct{} // poked, without blocking, at every change
 
-	mu    sync.Mutex
-	hot   map[string]struct{}
-	sweep bool
+	mu  sync.Mutex
+	hot map[string]struct{}
 }
 
 func newBell() *bell {
@@ -28,17 +27,7 @@ func (b *bell) poke(worker string) {
 	b.mu.Lock()
 	if len(b.hot) < maxHot {
 		b.hot[worker] = struct{}{}
-	} else {
-		b.sweep = true
 	}
-	b.mu.Unlock()
-	b.signal()
-}
-
-// requestSweep asks the reader to read every stream.
-func (b *bell) requestSweep() {
-	b.mu.Lock()
-	b.sweep = true
 	b.mu.Unlock()
 	b.signal()
 }
@@ -50,15 +39,14 @@ func (b *bell) signal() {
 	}
 }
 
-// take returns and forgets the streams poked, and whether a sweep was asked.
-func (b *bell) take() (workers []string, sweep bool) {
+// take returns and forgets the streams poked.
+func (b *bell) take() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	workers = make([]string, 0, len(b.hot))
+	workers := make([]string, 0, len(b.hot))
 	for w := range b.hot {
 		workers = append(workers, w)
 	}
 	clear(b.hot)
-	sweep, b.sweep = b.sweep, false
-	return workers, sweep
+	return workers
 }

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 
@@ -47,7 +46,7 @@ type Bus interface {
 	Checkpoint(ctx context.Context) (map[string][]byte, error)
 	// SaveCheckpoint writes fields and the mark pos into the checkpoint,
 	// all or nothing, unless it holds a later mark already; it reports
-	// whether it wrote.
+	// whether it wrote (false: the checkpoint holds a later mark).
 	SaveCheckpoint(ctx context.Context, pos string, fields map[string][]byte) (bool, error)
 	// SetReader records where the collector called name has read to;
 	// Readers returns every collector's record.
@@ -93,8 +92,11 @@ type Config struct {
 	// AnonMaxN is the most samples one anonymous report may carry (open
 	// mode). Default 2³².
 	AnonMaxN uint64
-	// MaxWorkers bounds the workers a job tracks; entries of further ids are
-	// refused. Default 1,000,000.
+	// MaxWorkers bounds the workers a job credits: entries of further
+	// workers are refused (too_many_workers). The collector reads at most
+	// 2·MaxWorkers streams of the ledger, those credited and as many that
+	// hold only rejected entries; further streams are not read (counted
+	// as too_many_workers once each). Default 1,000,000.
 	MaxWorkers int
 	// VerifyFraction is the share of the credited samples that is replayed
 	// to check it, chosen entry by entry with probability proportional to n.
@@ -265,10 +267,12 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 const FinalSyncTimeout = 3 * time.Second
 
 // ledgerPage is how many entries one read takes from each stream, and
-// ledgerKeys how many streams it reads.
+// ledgerKeys how many streams it reads; a careful read takes one entry
+// from each of carefulKeys streams.
 const (
-	ledgerPage = 32
-	ledgerKeys = 256
+	ledgerPage  = 32
+	ledgerKeys  = 256
+	carefulKeys = 64
 )
 
 // Run collects until the target is reached (it returns nil) or ctx is done
@@ -492,9 +496,9 @@ func (c *Collector) read(ctx context.Context) error {
 		case <-c.bell.ring:
 		case <-tick.C:
 		}
-		hot, sweep := c.bell.take()
+		hot := c.bell.take()
 		// A sweep reads every stream; at most a tenth of the time goes to them.
-		sweep = sweep || time.Since(last) >= max(c.cfg.SweepEvery, 10*took)
+		sweep := time.Since(last) >= max(c.cfg.SweepEvery, 10*took)
 		var err error
 		if sweep {
 			start := time.Now()
@@ -514,8 +518,7 @@ func (c *Collector) read(ctx context.Context) error {
 			if bo.Failures() == 0 {
 				c.log.Warn("reading the ledger failed; retrying", "err", err)
 			}
-			c.bell.requestSweep() // what was announced meanwhile is read then
-			if bo.Wait(ctx) != nil {
+			if bo.Wait(ctx) != nil { // what was announced meanwhile is read at the next sweep
 				break
 			}
 			continue
@@ -569,12 +572,18 @@ func (c *Collector) sweep(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		c.mu.Lock()
 		for _, w := range workers {
-			if !seen[w] {
+			switch {
+			case seen[w]:
+			case c.full():
+				c.refuse(w)
+			default:
 				seen[w] = true
 				ids = append(ids, w)
 			}
 		}
+		c.mu.Unlock()
 		if cursor = next; cursor == 0 {
 			break
 		}
@@ -593,16 +602,16 @@ func (c *Collector) sweep(ctx context.Context) error {
 // ensureAhead records this collector's mark among the ledger's readers and
 // reloads from the checkpoint when the ledger was trimmed past it.
 func (c *Collector) ensureAhead(ctx context.Context) error {
-	c.mu.Lock()
-	mark := c.pool.mark
-	c.mu.Unlock()
-	if err := c.bus.SetReader(ctx, c.cfg.Name, mark+" "+strconv.FormatInt(c.cfg.Now().UnixMilli(), 10)); err != nil {
+	if _, err := c.register(ctx); err != nil {
 		return err
 	}
 	readers, err := c.bus.Readers(ctx)
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
+	mark := c.pool.mark
+	c.mu.Unlock()
 	trimmed := readers[trimmedField]
 	if trimmed == "" || !wire.Later(trimmed, mark) {
 		return nil
@@ -622,9 +631,10 @@ func (c *Collector) ensureAhead(ctx context.Context) error {
 // readStreams reads the streams of workers to their ends and credits what
 // they hold; it returns how many entries it read. A stream not tracked yet
 // is read from its start, and tracked if it holds entries and the job
-// tracks fewer than MaxWorkers streams. A stream that held an oversized
-// entry is read alone, one entry at a time, so that no read holds more
-// than ledgerPage of its entries.
+// tracks fewer streams than it may. Streams not tracked yet, and those that
+// held an oversized entry, are read carefully: one entry each, carefulKeys
+// streams at a time, so that no read holds more than carefulKeys entries
+// of unknown size (each at most Redis's proto-max-bulk-len).
 func (c *Collector) readStreams(ctx context.Context, workers []string) (int, error) {
 	type read struct {
 		from  []wire.Cursor
@@ -638,13 +648,19 @@ func (c *Collector) readStreams(ctx context.Context, workers []string) (int, err
 		c.mu.Lock()
 		for _, w := range chunk {
 			pos, tracked := c.pool.cursor[w]
-			if !tracked && c.refuse(w) {
+			if !tracked && c.full() {
+				continue // counted by the sweep that finds it, if it exists
+			}
+			cur := wire.Cursor{Worker: w, After: pos}
+			if tracked && !c.pool.bulky[w] {
+				reads[0].from = append(reads[0].from, cur)
 				continue
 			}
-			if cur := (wire.Cursor{Worker: w, After: pos}); c.pool.bulky[w] {
-				reads = append(reads, read{[]wire.Cursor{cur}, 1})
+			// Unknown, or it held an oversized entry: one entry at a time.
+			if last := &reads[len(reads)-1]; len(reads) > 1 && len(last.from) < carefulKeys {
+				last.from = append(last.from, cur)
 			} else {
-				reads[0].from = append(reads[0].from, cur)
+				reads = append(reads, read{[]wire.Cursor{cur}, 1})
 			}
 		}
 		c.mu.Unlock()
@@ -670,18 +686,19 @@ func (c *Collector) readStreams(ctx context.Context, workers []string) (int, err
 	return total, nil
 }
 
-// refuse reports whether the job tracks MaxWorkers streams already, so
-// that worker's, not tracked yet, is not read; the first refusal of each
-// worker is counted (of up to maxLogged workers). c.mu is held.
-func (c *Collector) refuse(worker string) bool {
-	if len(c.pool.cursor) < c.cfg.MaxWorkers {
-		return false
-	}
+// full reports whether the job tracks as many streams as it may:
+// 2·MaxWorkers, the workers credited and as many streams that hold only
+// rejected entries. c.mu is held.
+func (c *Collector) full() bool { return len(c.pool.cursor) >= 2*c.cfg.MaxWorkers }
+
+// refuse counts a stream found in the ledger and not read because the job
+// tracks as many as it may, once per stream (of up to maxLogged); c.mu is
+// held.
+func (c *Collector) refuse(worker string) {
 	if !c.refused[worker] && len(c.refused) < maxLogged {
 		c.refused[worker] = true
-		c.reject(&wire.Error{Reason: wire.TooMany, Detail: fmt.Sprintf("the job tracks %d workers already", c.cfg.MaxWorkers)}, worker)
+		c.reject(&wire.Error{Reason: wire.TooMany, Detail: fmt.Sprintf("the job tracks %d streams already", 2*c.cfg.MaxWorkers)}, worker)
 	}
-	return true
 }
 
 // creditAll credits entries in order and reports whether the pool changed.
@@ -694,7 +711,7 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 	changed := false
 	var gapped []string
 	for _, le := range entries {
-		if _, tracked := c.pool.cursor[le.Worker]; !tracked && c.refuse(le.Worker) {
+		if _, tracked := c.pool.cursor[le.Worker]; !tracked && c.full() {
 			continue
 		}
 		c.pool.cursor[le.Worker] = le.ID
@@ -779,6 +796,8 @@ func (c *Collector) check(le wire.LedgerEntry) (wire.Entry, error) {
 	}
 	w := c.pool.workers[e.Worker]
 	switch {
+	case w == nil && len(c.pool.workers) >= c.cfg.MaxWorkers:
+		return fail(wire.TooMany, "the job credits %d workers already", c.cfg.MaxWorkers)
 	case w == nil:
 	case e.Seq <= w.Seq:
 		c.pool.duplicates = sat(c.pool.duplicates, 1)
@@ -818,9 +837,9 @@ func (c *Collector) listen(msgs <-chan wire.Message) {
 			c.HandlePresence(m.Payload)
 		case wire.KindReport:
 			c.Handle(m.Payload)
-		case wire.KindSubscribed:
-			c.bell.requestSweep() // what was announced while unsubscribed is lost
 		}
+		// After a KindSubscribed, what was announced while unsubscribed is
+		// read at the next sweep.
 	}
 }
 

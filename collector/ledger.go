@@ -32,12 +32,14 @@ const trimmedField = "trimmed"
 // it must neither checkpoint nor trim the new one.
 var ErrJobReset = errors.New("the job was reset by another collector (its state names another job): this collector stops")
 
-// tend checkpoints, trims the ledger and refreshes the quarantine every
-// CheckpointEvery until ctx is done. When the job state names another job it
+// tend checkpoints, records this collector's mark among the readers and
+// refreshes the quarantine every CheckpointEvery, and trims the ledger every
+// LedgerWindow/4 (at least every CheckpointEvery), until ctx is done. When the job state names another job it
 // stops Run with ErrJobReset.
 func (c *Collector) tend(ctx context.Context, stop context.CancelCauseFunc) {
 	t := time.NewTicker(c.cfg.CheckpointEvery)
 	defer t.Stop()
+	var trimmed time.Time // the last trim: every LedgerWindow/4 is enough
 	for {
 		select {
 		case <-ctx.Done():
@@ -60,10 +62,33 @@ func (c *Collector) tend(ctx context.Context, stop context.CancelCauseFunc) {
 			c.log.Warn("reading the quarantine failed; retrying at the next checkpoint", "err", err)
 		}
 		c.checkpoint(ctx)
-		if err := c.trim(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("trimming the ledger failed; retrying at the next checkpoint", "err", err)
+		now, err := c.register(ctx)
+		if err == nil && time.Since(trimmed) >= max(c.cfg.CheckpointEvery, c.cfg.LedgerWindow/4) {
+			trimmed = time.Now()
+			err = c.trim(ctx, now)
+		}
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("recording this collector's mark or trimming the ledger failed; retrying at the next checkpoint", "err", err)
 		}
 	}
+}
+
+// register records this collector's mark among the ledger's readers,
+// stamped with the bus's clock, which it returns: a collector whose record
+// is older than readerTTL by that clock is taken to be gone.
+func (c *Collector) register(ctx context.Context) (wire.ID, error) {
+	t, err := c.bus.Time(ctx)
+	if err != nil {
+		return wire.ID{}, err
+	}
+	now, err := wire.ParseID(t)
+	if err != nil {
+		return wire.ID{}, err
+	}
+	c.mu.Lock()
+	mark := c.pool.mark
+	c.mu.Unlock()
+	return now, c.bus.SetReader(ctx, c.cfg.Name, mark+" "+strconv.FormatUint(now.Ms, 10))
 }
 
 // restore writes the job state, the quarantine and, at the next checkpoint,
@@ -102,37 +127,37 @@ func (c *Collector) restore(ctx context.Context) {
 }
 
 // checkpoint saves the credits changed since the last checkpoint with the
-// position they stand at.
+// mark they stand at.
 func (c *Collector) checkpoint(ctx context.Context) {
 	c.mu.Lock()
-	pos := c.pool.mark
-	fields := make(map[string][]byte, len(c.dirty)+1)
-	fields[checkpointJob] = []byte(c.job.Job)
+	pos, job := c.pool.mark, c.job.Job
+	credits := make(map[string]wire.Credit, len(c.dirty))
 	for id := range c.dirty {
-		fields[wire.CheckpointWorker+id] = wire.EncodeCredit(*c.pool.workers[id])
+		credits[id] = *c.pool.workers[id]
 	}
 	c.mu.Unlock()
 	if pos == "" {
 		return
 	}
-	saved, err := c.bus.SaveCheckpoint(ctx, pos, fields) // the reading position is recorded before every read (ensureAhead)
+	fields := make(map[string][]byte, len(credits)+1)
+	fields[checkpointJob] = []byte(job)
+	for id, cr := range credits {
+		fields[wire.CheckpointWorker+id] = wire.EncodeCredit(cr)
+	}
+	saved, err := c.bus.SaveCheckpoint(ctx, pos, fields)
 	if err != nil {
 		c.log.Warn("checkpoint failed; retrying at the next one", "err", err)
 		return
 	}
 	c.mu.Lock()
-	c.savedPos = pos // saved, or the checkpoint holds a later position already
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	c.savedPos = pos // saved, or the checkpoint holds a later mark already
 	if saved {
-		c.mu.Lock()
-		for k := range fields {
-			id := strings.TrimPrefix(k, wire.CheckpointWorker)
-			// A worker credited again since is still dirty: compare.
-			if cr := c.pool.workers[id]; cr != nil && string(wire.EncodeCredit(*cr)) == string(fields[k]) {
+		for id, cr := range credits {
+			if w := c.pool.workers[id]; w != nil && *w == cr { // not credited again since
 				delete(c.dirty, id)
 			}
 		}
-		c.mu.Unlock()
 	}
 }
 
@@ -141,7 +166,7 @@ func (c *Collector) checkpoint(ctx context.Context) {
 // LedgerWindow, and records where it trimmed. A collector that finds that
 // point past its own mark (it was away longer than readerTTL) reloads from
 // the checkpoint before it reads on (ensureAhead).
-func (c *Collector) trim(ctx context.Context) error {
+func (c *Collector) trim(ctx context.Context, now wire.ID) error {
 	readers, err := c.bus.Readers(ctx)
 	if err != nil {
 		return err
@@ -149,7 +174,6 @@ func (c *Collector) trim(ctx context.Context) error {
 	c.mu.Lock()
 	saved := c.savedPos
 	c.mu.Unlock()
-	now := c.cfg.Now().UnixMilli()
 	low, err := wire.ParseID(saved) // never past what the checkpoint holds
 	if err != nil || saved == "" {
 		return err
@@ -159,9 +183,9 @@ func (c *Collector) trim(ctx context.Context) error {
 			continue
 		}
 		pos, ms, ok := strings.Cut(v, " ")
-		at, err1 := strconv.ParseInt(ms, 10, 64)
+		at, err1 := strconv.ParseUint(ms, 10, 64)
 		id, err2 := wire.ParseID(pos)
-		if !ok || err1 != nil || err2 != nil || now-at > readerTTL.Milliseconds() {
+		if !ok || err1 != nil || err2 != nil || now.Ms > at+uint64(readerTTL.Milliseconds()) { // both by the bus's clock
 			continue
 		}
 		if id.Less(low) {

@@ -317,9 +317,11 @@ func (b *Bus) Credited(ctx context.Context, worker string) ([]byte, error) {
 
 // SaveCheckpoint writes fields and pos into the checkpoint unless it holds a
 // later mark already (WATCH, then MULTI/EXEC); it reports whether it wrote.
+// A write that loses the race with another collector's is tried again, so
+// false means the checkpoint holds a later mark.
 func (b *Bus) SaveCheckpoint(ctx context.Context, pos string, fields map[string][]byte) (bool, error) {
 	saved := false
-	err := b.rdb.Watch(ctx, func(tx *redis.Tx) error {
+	write := func(tx *redis.Tx) error {
 		cur, err := tx.HGet(ctx, b.k.Checkpoint, wire.CheckpointPos).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return err
@@ -339,9 +341,12 @@ func (b *Bus) SaveCheckpoint(ctx context.Context, pos string, fields map[string]
 		err = txErr(cmds, err)
 		saved = err == nil
 		return err
-	}, b.k.Checkpoint)
-	if errors.Is(err, redis.TxFailedErr) {
-		return false, nil // another collector wrote in between; the next save carries ours
+	}
+	var err error
+	for range 5 {
+		if err = b.rdb.Watch(ctx, write, b.k.Checkpoint); !errors.Is(err, redis.TxFailedErr) {
+			break
+		}
 	}
 	if err != nil {
 		return false, classify(fmt.Errorf("write %s: %w", b.k.Checkpoint, err))
