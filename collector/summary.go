@@ -30,10 +30,17 @@ type Summary struct {
 	Hits mcpi.Count `json:"hits"`
 	// Pi is the estimate π̂ = 4·Hits/N; null before the first sample.
 	Pi Float `json:"pi"`
-	// StdErr is π̂'s binomial standard error, 4·√(p̂(1−p̂)/N).
+	// StdErr is π̂'s binomial standard error, 4·√(p̂(1−p̂)/N); in a
+	// stratified job, the replicates' (Stratified.StdErr).
 	StdErr Float `json:"stderr"`
-	// CI95 is the 95 % confidence interval of π, [low, high].
+	// CI95 is the 95 % confidence interval of π, [low, high]: normal, or
+	// Student-t on B − 1 degrees of freedom in a stratified job.
 	CI95 [2]Float `json:"ci95"`
+	// Estimator is "mc" (plain hit-or-miss) or "stratified" (one point in
+	// each of K×K cells a batch; StdErr and CI95 then come from Stratified).
+	Estimator string `json:"estimator"`
+	// Stratified is the replicate error bar of a stratified job; absent for mc.
+	Stratified *Stratified `json:"stratified,omitempty"`
 	// Bias is the sampler's discretisation bias in π̂ (mcpi.PiBias, +4/2³²):
 	// reported next to the SE, not subtracted.
 	Bias Float `json:"bias"`
@@ -126,6 +133,7 @@ func (c *Collector) Summary() Summary {
 		LedgerPos: c.pool.pos, Seconds: Float(secs), StoppedBy: c.stopped, Stale: c.stale, TargetSE: Float(c.cfg.TargetSE), Accepted: c.pool.accepted,
 		Verification: ver, Quarantined: []QuarantineInfo{},
 	}
+	c.stratifiedSummary(&s)
 	for r, n := range c.rejected {
 		s.Rejected = sat(s.Rejected, n)
 		s.RejectedBy[string(r)] = n

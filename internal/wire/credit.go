@@ -18,6 +18,9 @@ type Credit struct {
 	Verified  uint64  `json:"verified"`   // entries replayed and found exact
 	Kernel    string  `json:"kernel,omitempty"`
 	Seconds   float64 `json:"seconds,omitempty"` // how long its last entry took
+	// DevSq is Σ(hits − n·π/4)² over the credited entries of a stratified
+	// job, for the replicates' standard error after a restart.
+	DevSq float64 `json:"dev_sq,omitempty"`
 }
 
 // EncodeCredit returns c as JSON.
