@@ -289,3 +289,48 @@ func TestStratifiedGolden(t *testing.T) {
 		t.Logf("%s/%s: %+v as golden", runtime.GOOS, runtime.GOARCH, w)
 	}
 }
+
+// batchSE returns the standard deviation of the estimate 4H/K² of one
+// stratified batch of K = 2^lg, measured over reps batches.
+func batchSE(lg int, reps uint64, hits func(Batch) uint64) float64 {
+	kk := uint64(1) << lg
+	var s, ss float64
+	for seq := range reps {
+		h := hits(Batch{Key: Key{Seed: 0x4a7e, Worker: "rate", Seq: seq + 1}, N: kk * kk, Cells: kk})
+		d := float64(h) - math.Pi/4*float64(kk*kk)
+		s += d
+		ss += d * d
+	}
+	v := (ss - s*s/float64(reps)) / float64(reps-1)
+	return 4 * math.Sqrt(v) / float64(kk*kk)
+}
+
+// FitExponent returns the least-squares slope of log y against log x.
+func fitExponent(x, y []float64) float64 {
+	var sx, sy, sxx, sxy float64
+	for i := range x {
+		lx, ly := math.Log(x[i]), math.Log(y[i])
+		sx, sy, sxx, sxy = sx+lx, sy+ly, sxx+lx*lx, sxy+lx*ly
+	}
+	n := float64(len(x))
+	return (n*sxy - sx*sy) / (n*sxx - sx*sx)
+}
+
+// TestStratifiedRate measures the per-batch SE at K = 2^7 … 2^11 (300
+// batches each, seed 0x4a7e, worker "rate") and checks that its exponent
+// in n = K² is −3/4 ± 0.05, as 4·√(K/3)/K² predicts. The full range,
+// K = 2^8 … 2^15, is bench's TestStratifiedRate (go test ./bench -run StratifiedRate -strat.rate -v).
+func TestStratifiedRate(t *testing.T) {
+	var ns, ses []float64
+	for lg := 7; lg <= 11; lg++ {
+		kk := uint64(1) << lg
+		se := batchSE(lg, 300, func(b Batch) uint64 { return b.Hits(Pick()) })
+		ns, ses = append(ns, float64(kk*kk)), append(ses, se)
+		t.Logf("K=2^%-2d n=%-8d batch SE %.4g, 4√(K/3)/K² %.4g, ratio %.3f", lg, kk*kk, se, StratifiedSE(kk), se/StratifiedSE(kk))
+	}
+	slope := fitExponent(ns, ses)
+	t.Logf("fitted exponent of the batch SE in n: %.3f (want −0.75 ± 0.05)", slope)
+	if math.Abs(slope+0.75) > 0.05 {
+		t.Errorf("exponent %.3f, want −0.75 ± 0.05", slope)
+	}
+}
