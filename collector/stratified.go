@@ -113,6 +113,7 @@ func (c *Collector) stdErr(t mcpi.Tally) float64 {
 // job: StdErr, CI95 and the digits come from the replicates; c.mu is held.
 func (c *Collector) stratifiedSummary(s *Summary) {
 	s.Estimator = mcpi.MC
+	s.Slope = Float(Slope(c.history.pts))
 	if c.job.Cells == 0 {
 		return
 	}
@@ -132,6 +133,34 @@ func (c *Collector) targetSE() (float64, bool) {
 	}
 	st, _ := c.stratified()
 	return float64(st.StdErr), st.Ready
+}
+
+// Slope is the convergence slope: the least-squares exponent of the
+// standard error against N, on log-log axes, over the points of pts in the
+// last two decades of N. Plain MC falls at −½. A stratified job of one K
+// falls at −½ too, as its B replicates grow, but from a level far below
+// MC's: its batch SE falls as n^(−¾) across K (mcpi.StratifiedSE), the
+// choice of K sets how far below, and Stratified.Gain says. NaN until the
+// points span a factor of 2 in N.
+func Slope(pts []Point) float64 {
+	if len(pts) == 0 {
+		return math.NaN()
+	}
+	last := pts[len(pts)-1].N
+	var sx, sy, sxx, sxy, m, lo float64
+	lo = math.Inf(1)
+	for _, p := range pts {
+		if p.N < last/100 || !(p.StdErr > 0) || math.IsInf(p.StdErr, 0) {
+			continue
+		}
+		x, y := math.Log(p.N), math.Log(p.StdErr)
+		sx, sy, sxx, sxy, m = sx+x, sy+y, sxx+x*x, sxy+x*y, m+1
+		lo = min(lo, p.N)
+	}
+	if m < 3 || last < 2*lo {
+		return math.NaN()
+	}
+	return (m*sxy - sx*sy) / (m*sxx - sx*sx)
 }
 
 // checkEstimator refuses an entry that is not of the job's estimator: plain

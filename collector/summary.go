@@ -41,6 +41,10 @@ type Summary struct {
 	Estimator string `json:"estimator"`
 	// Stratified is the replicate error bar of a stratified job; absent for mc.
 	Stratified *Stratified `json:"stratified,omitempty"`
+	// Slope is the convergence slope: the fitted exponent of StdErr against
+	// N on log-log axes over the history's last two decades of N (−½ for a
+	// job of one batch size); null until it spans a factor of 2.
+	Slope Float `json:"slope"`
 	// Bias is the sampler's discretisation bias in π̂ (mcpi.PiBias, +4/2³²):
 	// reported next to the SE, not subtracted.
 	Bias Float `json:"bias"`

@@ -93,9 +93,21 @@ func WritePNG(path, title string, pts []collector.Point) error {
 			return err
 		}
 		se.Color, se.Width = grey, vg.Points(1.5)
-		bottom.Add(sc, se, plotter.NewGrid())
+		// Plain MC's SE at the same N, slope −½: a stratified job's SE runs
+		// parallel to it, far below.
+		mc := make(plotter.XYs, 0, len(ses))
+		for _, p := range ses {
+			mc = append(mc, plotter.XY{X: p.X, Y: 4 * math.Sqrt(math.Pi/4*(1-math.Pi/4)/p.X)})
+		}
+		mcLine, err := plotter.NewLine(mc)
+		if err != nil {
+			return err
+		}
+		mcLine.Color, mcLine.Width, mcLine.Dashes = red, vg.Points(1), []vg.Length{vg.Points(4), vg.Points(3)}
+		bottom.Add(sc, se, mcLine, plotter.NewGrid())
 		bottom.Legend.Add("|π̂ − π|", sc)
-		bottom.Legend.Add("standard error", se)
+		bottom.Legend.Add(fmt.Sprintf("standard error, slope %.2f", collector.Slope(pts)), se)
+		bottom.Legend.Add("plain MC's SE, slope −0.50", mcLine)
 		bottom.Legend.Top, bottom.Legend.Left = false, true
 	}
 
