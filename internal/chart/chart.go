@@ -40,6 +40,9 @@ func WritePNG(path, title string, pts []collector.Point) error {
 	est, upper, lower, errs, ses := make(plotter.XYs, 0, len(pts)), make(plotter.XYs, 0, len(pts)), make(plotter.XYs, 0, len(pts)), make(plotter.XYs, 0, len(pts)), make(plotter.XYs, 0, len(pts))
 	for _, p := range pts {
 		est = append(est, plotter.XY{X: p.N, Y: p.Pi})
+		if math.IsNaN(p.StdErr) { // a stratified job's first batch: no scatter yet
+			continue
+		}
 		upper = append(upper, plotter.XY{X: p.N, Y: p.Pi + z*p.StdErr})
 		lower = append(lower, plotter.XY{X: p.N, Y: p.Pi - z*p.StdErr})
 		if e := math.Abs(p.Pi - math.Pi); e > 0 && p.StdErr > 0 {
@@ -74,6 +77,9 @@ func WritePNG(path, title string, pts []collector.Point) error {
 	top.Legend.Top, top.Legend.Left = false, false
 	// Zoom on the interval of the later half, where the story is.
 	late := pts[len(pts)/2]
+	if math.IsNaN(late.StdErr) {
+		late = pts[len(pts)-1]
+	}
 	top.Y.Min, top.Y.Max = math.Min(late.Pi-4*z*late.StdErr, math.Pi-2*z*late.StdErr), math.Max(late.Pi+4*z*late.StdErr, math.Pi+2*z*late.StdErr)
 
 	bottom := plot.New()
