@@ -13,7 +13,10 @@ import (
 
 // Result is one measurement, in the shape `picluster bench --json` prints.
 type Result struct {
-	Kernel      string  `json:"kernel"`
+	Kernel string `json:"kernel"`
+	// Estimator is mcpi.MC or mcpi.Stratified (then Cells is K).
+	Estimator   string  `json:"estimator"`
+	Cells       uint64  `json:"cells,omitempty"`
 	Threads     int     `json:"threads"`
 	SamplesPerS float64 `json:"samples_per_s"`
 	NsPerSample float64 `json:"ns_per_sample"`
@@ -29,11 +32,24 @@ const BatchSize = 1 << 28
 // does, until d has passed, and returns the rate. It stops early, with what
 // it has, when ctx is done.
 func Measure(ctx context.Context, k mcpi.Kernel, threads int, d time.Duration) Result {
-	b := mcpi.Batch{Key: mcpi.Key{Seed: 1, Worker: "bench"}, N: BatchSize / 16}
-	worker.Hits(ctx, b, k, threads) // warm up: page in, spin up the threads
+	return measure(ctx, mcpi.Batch{Key: mcpi.Key{Seed: 1, Worker: "bench"}, N: BatchSize}, k, threads, d)
+}
+
+// MeasureCells is Measure for stratified batches of cells × cells points
+// (mcpi.ValidCells).
+func MeasureCells(ctx context.Context, k mcpi.Kernel, threads int, d time.Duration, cells uint64) Result {
+	return measure(ctx, mcpi.Batch{Key: mcpi.Key{Seed: 1, Worker: "bench"}, N: cells * cells, Cells: cells}, k, threads, d)
+}
+
+func measure(ctx context.Context, b mcpi.Batch, k mcpi.Kernel, threads int, d time.Duration) Result {
+	warm := b
+	if warm.Cells == 0 {
+		warm.N /= 16
+	}
+	worker.Hits(ctx, warm, k, threads) // warm up: page in, spin up the threads
 	var n uint64
 	start := time.Now()
-	for b.N = BatchSize; time.Since(start) < d; {
+	for time.Since(start) < d {
 		b.Seq++
 		if _, ok := worker.Hits(ctx, b, k, threads); !ok {
 			break
@@ -41,7 +57,7 @@ func Measure(ctx context.Context, k mcpi.Kernel, threads int, d time.Duration) R
 		n += b.N
 	}
 	secs := time.Since(start).Seconds()
-	r := Result{Kernel: k.Name(), Threads: threads, Samples: n, Seconds: secs}
+	r := Result{Kernel: k.Name(), Estimator: b.Estimator(), Cells: b.Cells, Threads: threads, Samples: n, Seconds: secs}
 	if n > 0 {
 		r.SamplesPerS = float64(n) / secs
 		r.NsPerSample = secs * 1e9 / float64(n)

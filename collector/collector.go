@@ -89,6 +89,13 @@ type Config struct {
 	// MaxN is the most samples one entry of a new job may carry. Default
 	// wire.MaxEntryN.
 	MaxN uint64
+	// Estimator is the estimator of a new job: mcpi.MC ("" too) or
+	// mcpi.Stratified. A running job keeps the one it has.
+	Estimator string
+	// Cells is K of a new stratified job: a power of two from mcpi.MinCells
+	// to mcpi.MaxCells; every batch is one point in each of K×K cells.
+	// Default DefaultCells.
+	Cells uint64
 	// AnonMaxN is the most samples one anonymous report may carry (open
 	// mode). Default 2³².
 	AnonMaxN uint64
@@ -155,6 +162,18 @@ func (c Config) Validate() error {
 		return fmt.Errorf("job key: %d bytes, want at least %d", len(c.Key), wire.MinKeyLen)
 	case c.VerifyThreads < 0 || c.MaxWorkers < 0:
 		return errors.New("verify threads and max workers: want ≥ 0")
+	case c.Estimator != "" && c.Estimator != mcpi.MC && c.Estimator != mcpi.Stratified:
+		return fmt.Errorf("--estimator %q: want mc or stratified", c.Estimator)
+	case c.Cells != 0 && c.Estimator != mcpi.Stratified:
+		return fmt.Errorf("--cells %d: only with --estimator stratified", c.Cells)
+	}
+	if c.Estimator == mcpi.Stratified && c.Cells != 0 {
+		if err := mcpi.ValidCells(c.Cells); err != nil {
+			return fmt.Errorf("--cells: %w", err)
+		}
+		if c.MaxN != 0 && c.Cells*c.Cells > c.MaxN {
+			return fmt.Errorf("--cells %d: a batch of %d points is above --max-n %d", c.Cells, c.Cells*c.Cells, c.MaxN)
+		}
 	}
 	return nil
 }
@@ -165,6 +184,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxN == 0 {
 		c.MaxN = wire.MaxEntryN
+	}
+	if c.Estimator == mcpi.Stratified && c.Cells == 0 {
+		c.Cells = DefaultCells
 	}
 	if c.AnonMaxN == 0 {
 		c.AnonMaxN = 1 << 32
@@ -260,6 +282,7 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 		goodbye: make(map[string]bool), bye: make(chan struct{}, 1), loaded: make(chan struct{}),
 		refused: make(map[string]bool), bell: newBell()}
 	c.ver = newVerifier(c)
+	c.history.se = c.stdErr // called under c.mu, as history.add is
 	return c, nil
 }
 
@@ -383,6 +406,12 @@ func (c *Collector) prepare(ctx context.Context) error {
 			c.mu.Unlock()
 			return nil
 		}
+		if s.Cells != 0 && mcpi.ValidCells(s.Cells) != nil {
+			return backoff.Permanent(fmt.Errorf("the job state's cells %d are not a valid K; use --reset to start a new job", s.Cells))
+		}
+		if want := c.cfg.Estimator; want != "" && (want == mcpi.Stratified) != (s.Cells != 0) || c.cfg.Cells != 0 && s.Cells != 0 && c.cfg.Cells != s.Cells {
+			c.log.Warn("the job has an estimator of its own: --estimator and --cells apply to a new job only (--reset)", "job", s.Job, "estimator", estimatorName(s.Cells))
+		}
 		if s.Secure && c.cfg.Key == nil {
 			c.log.Warn("the job was in secure mode and this collector has no job key: it credits unsigned entries (open mode); give --key-file", "job", s.Job)
 		}
@@ -427,7 +456,11 @@ func (c *Collector) newJob() wire.State {
 	if c.cfg.Seed != nil {
 		seed = *c.cfg.Seed
 	}
-	return wire.State{Job: wire.FormatSeed(randomUint64()), Seed: wire.FormatSeed(seed), MaxN: c.cfg.MaxN}
+	s := wire.State{Job: wire.FormatSeed(randomUint64()), Seed: wire.FormatSeed(seed), MaxN: c.cfg.MaxN}
+	if c.cfg.Estimator == mcpi.Stratified {
+		s.Estimator, s.Cells = mcpi.Stratified, c.cfg.Cells
+	}
+	return s
 }
 
 func randomUint64() uint64 {
@@ -475,6 +508,9 @@ func (c *Collector) load(ctx context.Context) error {
 			c.pool.total = c.pool.total.Add(mcpi.TallyOf(cr.TotalN, cr.TotalHits))
 		}
 		c.pool.disp.add(cr.TotalN, cr.TotalHits)
+		if _, q := c.pool.quarantined[string(id)]; !q && c.job.Cells != 0 {
+			c.pool.strat.addCredit(&cr, 1)
+		}
 	}
 	clear(c.dirty)
 	c.history.add(c.pool.total, c.cfg.Now())
@@ -783,6 +819,9 @@ func (c *Collector) check(le wire.LedgerEntry) (wire.Entry, error) {
 	case e.N > job.MaxN:
 		return fail(wire.TooLarge, "n %d above the job's cap %d", e.N, job.MaxN)
 	}
+	if err := checkEstimator(e, job); err != nil {
+		return e, err
+	}
 	if c.cfg.Key != nil {
 		if le.Sig == "" {
 			return fail(wire.Unsigned, "entry %d of %q has no signature and the job is in secure mode", e.Seq, e.Worker)
@@ -867,6 +906,8 @@ func (c *Collector) handle(payload []byte) (changed bool) {
 		err = &wire.Error{Reason: wire.V1Report, Detail: "a protocol v1 worker's report: upgrade the worker; v2 credits only ledger entries"}
 	case c.cfg.Key != nil:
 		err = &wire.Error{Reason: wire.Anonymous, Detail: "anonymous reports do not count in secure mode"}
+	case c.job.Cells != 0:
+		err = &wire.Error{Reason: wire.WrongEstimator, Detail: "an anonymous batch is plain Monte Carlo; this job is stratified"}
 	case r.N > c.cfg.AnonMaxN:
 		err = &wire.Error{Reason: wire.TooLarge, Detail: fmt.Sprintf("anonymous n %d above the cap %d", r.N, c.cfg.AnonMaxN)}
 	}
@@ -923,8 +964,8 @@ func (c *Collector) targetReached() bool {
 	if fits && n < c.cfg.MinSamples {
 		return false
 	}
-	se := t.StdErr()
-	if !(se > 0 && se <= c.cfg.TargetSE) {
+	se, ok := c.targetSE()
+	if !ok || !(se > 0 && se <= c.cfg.TargetSE) {
 		return false
 	}
 	return float64(c.ver.pendingN()) <= c.cfg.MaxUnverified*t.N.Float64()

@@ -127,10 +127,48 @@
 // floor under the error, as large as the SE of a job of 3·10¹⁸ samples.
 // Anonymous batches from other samplers have biases of their own.
 //
+// # Stratified jobs: the error bar from replicates
+//
+// In a stratified job (Config.Estimator, the job state's estimator and
+// cells) every batch is one point in each of K×K cells (mcpi's doc), so
+// all batches have n = K² and are independent, identically distributed
+// replicates. The binomial formula does not apply: it overstates the error
+// by a factor of about 2.6·√K (15 at K = 2⁷, 180 at K = 2¹⁵). The
+// estimate is the mean of the B batch estimates (equal to 4H/N, since the
+// n are equal), its SE their sample standard deviation over √B, and CI95
+// the Student-t interval on B − 1 degrees of freedom. This is the
+// dispersion SE above for equal chunks, made primary; it is kept across
+// restarts by each worker's Σ(h − n·π/4)² in the checkpoint. Summary.
+// Stratified shows beside it the leading-order 4·√(K/3)/K²·1/√B
+// per batch (the measured one runs at about 0.88 of it, mcpi's doc), the
+// binomial SE plain MC would have with the same N, and their ratio.
+//
+// MinReplicates = 30. No SE is reported below 2 batches, and no target can
+// be met below 30, for three reasons. (1) The SE is itself an estimate:
+// its relative standard deviation is about 1/√(2(B − 1)), 13 % at B = 30
+// against 50 % at B = 3, and a rule that stops the first time the
+// estimated SE is below the target stops preferentially when it is
+// underestimated; at 30 the effect on coverage is within the calibration
+// test's resolution (below). (2) The t quantile is 2.045 at 29 degrees of
+// freedom against the normal's 1.960, so the interval is barely wider than
+// the MC one; at B = 5 it would be 2.78. (3) The t interval assumes normal
+// batch estimates; H is a sum of about 2K independent Bernoulli cells
+// (K ≥ 2⁷), so its skewness is below 0.05 and 30 replicates leave no
+// visible departure. The cost is small: at K = 2¹⁵, 30 batches are 3.2·10¹⁰
+// samples, a few seconds of this machine. TestStratifiedCalibration runs
+// 400 jobs at K = 2⁷ stopped by this rule (target 1.8·10⁻⁴, B ≈ 59): the
+// 95 % interval covered π in 95.8 % and Var((π̂ − π)/SE) was 0.933; stopped
+// at exactly B = 30, 96.5 % and 1.027 (a t(29) variable has variance 1.074).
+//
+// The per-worker z-scores, flags and the replay lottery's "suspicious"
+// entries still use the binomial variance, which is far larger than a
+// stratified batch's: they never flag an honest worker, and a cheat that
+// stays within the binomial band is left to the replay lottery.
+//
 // # Stopping
 //
 // When Config.TargetSE is set and the pooled standard error reaches it (with
-// at least MinSamples, and at most MaxUnverified of N waiting for replay),
+// at least MinSamples, in a stratified job at least MinReplicates batches, and at most MaxUnverified of N waiting for replay),
 // Run writes the job state "done" and publishes a stop on the control
 // channel.
 // Then it waits, for at most Config.FinalGrace, until every credited worker

@@ -22,10 +22,14 @@ const MaxHistory = 2000
 // history is the estimate after every change of the pool, thinned.
 type history struct {
 	pts []Point
+	se  func(mcpi.Tally) float64 // the pool's standard error; nil: binomial
 }
 
 func (h *history) add(t mcpi.Tally, at time.Time) {
 	p := Point{N: t.N.Float64(), Pi: t.Pi(), StdErr: t.StdErr(), At: at}
+	if h.se != nil {
+		p.StdErr = h.se(t)
+	}
 	if p.N <= 0 || math.IsNaN(p.Pi) || len(h.pts) > 0 && p.N <= h.pts[len(h.pts)-1].N {
 		return
 	}

@@ -18,6 +18,7 @@ type pool struct {
 	seen        map[string]time.Time // when each worker last reported or sent a heartbeat
 	left        map[string]bool      // whether its last word was goodbye
 	disp        dispersion           // the scatter of the credited entries
+	strat       replicates           // the credited batches of a stratified job
 	batches     uint64               // entries credited + anonymous batches
 	anonBatches uint64
 	duplicates  uint64
@@ -61,6 +62,9 @@ func (p *pool) credit(e wire.Entry, now time.Time) {
 	w.TotalHits += e.Hits
 	w.Entries++
 	w.Kernel, w.Seconds = e.Kernel, e.Seconds
+	if e.Cells != 0 { // checked: the job is stratified
+		w.DevSq += p.strat.add(e.N, e.Hits)
+	}
 	p.total = p.total.Add(mcpi.TallyOf(e.N, e.Hits))
 	p.disp.add(e.N, e.Hits)
 	p.batches = sat(p.batches, 1)
@@ -91,6 +95,9 @@ func (p *pool) quarantine(worker string, rec wire.QuarantineRecord) bool {
 	p.touch(worker)
 	if w := p.workers[worker]; w != nil {
 		p.total = p.total.Sub(mcpi.TallyOf(w.TotalN, w.TotalHits))
+		if w.DevSq != 0 {
+			p.strat.addCredit(w, -1)
+		}
 	}
 	return true
 }

@@ -29,10 +29,21 @@ type Summary struct {
 	Hits mcpi.Count `json:"hits"`
 	// Pi is the estimate π̂ = 4·Hits/N; null before the first sample.
 	Pi Float `json:"pi"`
-	// StdErr is π̂'s binomial standard error, 4·√(p̂(1−p̂)/N).
+	// StdErr is π̂'s binomial standard error, 4·√(p̂(1−p̂)/N); in a
+	// stratified job, the replicates' (Stratified.StdErr).
 	StdErr Float `json:"stderr"`
-	// CI95 is the 95 % confidence interval of π, [low, high].
+	// CI95 is the 95 % confidence interval of π, [low, high]: normal, or
+	// Student-t on B − 1 degrees of freedom in a stratified job.
 	CI95 [2]Float `json:"ci95"`
+	// Estimator is "mc" (plain hit-or-miss) or "stratified" (one point in
+	// each of K×K cells a batch; StdErr and CI95 then come from Stratified).
+	Estimator string `json:"estimator"`
+	// Stratified is the replicate error bar of a stratified job; absent for mc.
+	Stratified *Stratified `json:"stratified,omitempty"`
+	// Slope is the convergence slope: the fitted exponent of StdErr against
+	// N on log-log axes over the history's last two decades of N (−½ for a
+	// job of one batch size); null until it spans a factor of 2.
+	Slope Float `json:"slope"`
 	// Bias is the sampler's discretisation bias in π̂ (mcpi.PiBias, +4/2³²):
 	// reported next to the SE, not subtracted.
 	Bias Float `json:"bias"`
@@ -136,6 +147,7 @@ func (c *Collector) build() *Snapshot {
 		LedgerPos: p.mark, StoppedBy: c.stopped, Stale: c.stale, TargetSE: Float(c.cfg.TargetSE), Accepted: p.accepted,
 		Verification: ver, Quarantined: []QuarantineInfo{},
 	}
+	c.stratifiedSummary(&s)
 	for r, n := range c.rejected {
 		s.Rejected = sat(s.Rejected, n)
 		s.RejectedBy[string(r)] = n

@@ -193,13 +193,18 @@ func (v *verifier) run(ctx context.Context) {
 }
 
 // Replay returns the hits entry e must have: its batch drawn again with
-// kernel k. ok is false when e's seed is unreadable.
+// kernel k, stratified when e names cells (the collector has checked them
+// against the job state's). ok is false when e's seed is unreadable, or its
+// cells are not a valid K for its n.
 func Replay(e wire.Entry, k mcpi.Kernel) (hits uint64, ok bool) {
 	seed, err := wire.ParseSeed(e.Seed)
 	if err != nil {
 		return 0, false
 	}
-	return mcpi.Batch{Key: mcpi.Key{Seed: seed, Worker: e.Worker, Seq: e.Seq}, N: e.N}.Hits(k), true
+	if e.Cells != 0 && (mcpi.ValidCells(e.Cells) != nil || e.N != e.Cells*e.Cells) {
+		return 0, false
+	}
+	return mcpi.Batch{Key: mcpi.Key{Seed: seed, Worker: e.Worker, Seq: e.Seq}, N: e.N, Cells: e.Cells}.Hits(k), true
 }
 
 func (v *verifier) replay(ctx context.Context, e wire.Entry) {

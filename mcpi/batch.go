@@ -21,9 +21,23 @@ type block struct {
 }
 
 // Batch is n samples drawn under one Key. Its zero value is invalid.
+//
+// Cells, when not 0, makes it a stratified batch (the package doc's
+// "Stratified batches"): one point in each of the Cells × Cells equal cells
+// of the square, so N must be Cells², and Cells must pass ValidCells. Zero
+// is plain Monte Carlo.
 type Batch struct {
 	Key
-	N uint64
+	N     uint64
+	Cells uint64
+}
+
+// Estimator returns MC or Stratified.
+func (b Batch) Estimator() string {
+	if b.Cells != 0 {
+		return Stratified
+	}
+	return MC
 }
 
 // GroupHits draws the points of lanes [g·GroupLanes, (g+1)·GroupLanes) of the
@@ -47,6 +61,9 @@ const ChunkSteps = 1 << 14
 // chunk of ChunkSteps steps and gives up, returning false, when it returns
 // true. The hits do not depend on the chunking.
 func (b Batch) GroupHitsStop(g int, k Kernel, stop func() bool) (uint64, bool) {
+	if b.Cells != 0 {
+		return b.stratifiedGroupHits(g, k, stop)
+	}
 	steps, extra := b.N/Lanes, int(b.N%Lanes) // lanes below extra draw one more point
 	first := g * GroupLanes
 	if steps == 0 && first >= extra {
@@ -83,5 +100,8 @@ func (b Batch) Hits(k Kernel) uint64 {
 
 // String returns the batch's key and size, for logs.
 func (b Batch) String() string {
+	if b.Cells != 0 {
+		return fmt.Sprintf("batch %s#%d seed %016x n %d stratified %d×%d", b.Worker, b.Seq, b.Seed, b.N, b.Cells, b.Cells)
+	}
 	return fmt.Sprintf("batch %s#%d seed %016x n %d", b.Worker, b.Seq, b.Seed, b.N)
 }

@@ -10,8 +10,9 @@ import (
 // same points and counts the same hits; they differ only in speed. The zero
 // Kernel is invalid; use Pick or ParseKernel.
 type Kernel struct {
-	name string
-	fn   func(b *block, steps uint64) (misses uint64)
+	name  string
+	fn    func(b *block, steps uint64) (misses uint64)
+	cells func(b *block, c *cellRun, steps uint64) (misses uint64) // the stratified kernel
 }
 
 // Name returns the kernel's name as --kernel spells it: "avx512", "avx2", "go".
@@ -29,7 +30,7 @@ func Kernels() []Kernel {
 }
 
 // Generic is the pure-Go kernel, available everywhere.
-var Generic = Kernel{name: "go", fn: genericSteps}
+var Generic = Kernel{name: "go", fn: genericSteps, cells: genericCells}
 
 // Pick returns the fastest kernel this CPU can run.
 func Pick() Kernel { return Kernels()[0] }

@@ -9,3 +9,9 @@ func stepsAVX512(s *[4][32]uint64, steps uint64) (misses uint64)
 
 // stepsAVX2 advances 32 lanes by steps points each, 8 lanes at a time in two YMM registers per state word, and returns the misses.
 func stepsAVX2(s *[4][32]uint64, steps uint64) (misses uint64)
+
+// cellsAVX512 advances 32 lanes by steps points each, lane ℓ's in the cells of column base x[ℓ], rows y, y+w, …, and returns the misses.
+func cellsAVX512(s *[4][32]uint64, x *[32]uint64, y uint64, w uint64, k uint64, steps uint64) (misses uint64)
+
+// cellsAVX2 advances 32 lanes by steps points each, lane ℓ's in the cells of column base x[ℓ], rows y, y+w, …, 8 lanes at a time, and returns the misses.
+func cellsAVX2(s *[4][32]uint64, x *[32]uint64, y uint64, w uint64, k uint64, steps uint64) (misses uint64)

@@ -80,6 +80,14 @@ type job struct {
 	n     uint64 // the entry size this worker draws; 0 until chosen
 }
 
+// estimator returns the job's estimator, as --estimator spells it.
+func (j job) estimator() string {
+	if j.state.Cells != 0 {
+		return fmt.Sprintf("%s, %d×%d cells", mcpi.Stratified, j.state.Cells, j.state.Cells)
+	}
+	return mcpi.MC
+}
+
 // Run samples until ctx is done, the job is done, or a limit of the Config is
 // reached, and returns nil in all those cases (also when ctx ends while it
 // still waits for the bus). It returns an error when it cannot work at all:
@@ -123,10 +131,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		sampleCtx, cancel = context.WithTimeoutCause(sampleCtx, cfg.Duration, errDuration)
 		defer cancel()
 	}
+	if j.state.Cells != 0 { // a stratified job: every entry is one batch of K² cells
+		j.n = j.state.Cells * j.state.Cells
+	}
 	if j.n == 0 {
 		j.n = w.entrySize(sampleCtx, j)
 	}
-	log.Info("worker started", "job", j.state.Job, "kernel", cfg.Kernel.Name(), "threads", cfg.Threads,
+	log.Info("worker started", "job", j.state.Job, "estimator", j.estimator(), "kernel", cfg.Kernel.Name(), "threads", cfg.Threads,
 		"entry_n", j.n, "resumed_at_seq", resumed, "signed", cfg.Key != nil)
 
 	// The publisher outlives cancellation by at most FlushTimeout, so the
@@ -224,6 +235,11 @@ func (w *Worker) resume(ctx context.Context) (job, error) {
 	if s.MaxN == 0 || s.MaxN > wire.MaxEntryN {
 		j.state.MaxN = wire.MaxEntryN
 	}
+	if s.Cells != 0 || s.Estimator != "" && s.Estimator != mcpi.MC {
+		if err := mcpi.ValidCells(s.Cells); err != nil || s.Estimator != mcpi.Stratified {
+			return job{}, &wire.Error{Reason: wire.WrongEstimator, Detail: fmt.Sprintf("job state: estimator %q with %d cells: this worker draws mc, or stratified with cells a power of two from %d to %d", s.Estimator, s.Cells, mcpi.MinCells, mcpi.MaxCells)}
+		}
+	}
 	credit, err := w.bus.Credited(ctx, w.cfg.ID)
 	if err != nil {
 		return job{}, err
@@ -295,7 +311,7 @@ func (w *Worker) sample(ctx context.Context, j job, q *queue, log *slog.Logger) 
 			return seq, total, fmt.Errorf("worker %q: no seq left after %d (in open mode anyone can append under an id); start it under a new --id", cfg.ID, seq)
 		}
 		start := time.Now()
-		batch := mcpi.Batch{Key: mcpi.Key{Seed: j.seed, Worker: cfg.ID, Seq: seq + 1}, N: j.n}
+		batch := mcpi.Batch{Key: mcpi.Key{Seed: j.seed, Worker: cfg.ID, Seq: seq + 1}, N: j.n, Cells: j.state.Cells}
 		hits, ok := Hits(ctx, batch, cfg.Kernel, cfg.Threads)
 		if !ok {
 			return seq, total, nil // cancelled mid-batch: the batch is dropped, never half-reported
@@ -305,7 +321,7 @@ func (w *Worker) sample(ctx context.Context, j job, q *queue, log *slog.Logger) 
 		seq++
 		total += j.n
 		payload := wire.EncodeEntry(wire.Entry{Job: j.state.Job, Worker: cfg.ID, Seq: seq, N: j.n, Hits: hits,
-			Seed: seed, Kernel: cfg.Kernel.Name(), Seconds: took.Seconds()})
+			Seed: seed, Kernel: cfg.Kernel.Name(), Seconds: took.Seconds(), Cells: j.state.Cells})
 		s := wire.Signed{Payload: payload}
 		if cfg.Key != nil {
 			s.Sig = wire.Sign(cfg.Key, payload)

@@ -22,7 +22,9 @@ func (e *env) benchCmd(ctx context.Context, args []string) error {
 	threads := fs.String("threads", "", "comma-separated thread `counts` to measure, like 1,2,4 (default: 1 and every core)")
 	duration := fs.Duration("duration", 3*time.Second, "how long to measure each kernel and thread count")
 	kernel := fs.String("kernel", "", "measure only this `kernel`: auto, avx512, avx2 or go (default: every kernel this CPU runs)")
-	asJSON := fs.Bool("json", false, `print a JSON array of {"kernel","threads","samples_per_s","ns_per_sample",…}`)
+	asJSON := fs.Bool("json", false, `print a JSON array of {"kernel","estimator","threads","samples_per_s","ns_per_sample",…}`)
+	estimator := fs.String("estimator", "all", "measure this `estimator`: mc, stratified or all")
+	cells := fs.Uint64("cells", 1<<15, "`K` of the stratified batches measured (K² points a batch)")
 	if err := e.parse(fs, "Measures the sampler's throughput on this machine, per kernel and thread count,\nwith whole batches as a worker draws them. The speed-up is each kernel's\nsamples/s over its own on the fewest threads measured.", args); err != nil {
 		return err
 	}
@@ -42,6 +44,18 @@ func (e *env) benchCmd(ctx context.Context, args []string) error {
 	if *duration <= 0 {
 		return badFlag("--duration %v: want a duration > 0, like 3s", *duration)
 	}
+	var estimators []string
+	switch *estimator {
+	case "all":
+		estimators = []string{mcpi.MC, mcpi.Stratified}
+	case mcpi.MC, mcpi.Stratified:
+		estimators = []string{*estimator}
+	default:
+		return badFlag("--estimator %s: want mc, stratified or all", *estimator)
+	}
+	if err := mcpi.ValidCells(*cells); err != nil {
+		return badFlag("--cells: %w", err)
+	}
 	kernels := mcpi.Kernels()
 	if *kernel != "" {
 		k, err := mcpi.ParseKernel(*kernel)
@@ -60,14 +74,20 @@ func (e *env) benchCmd(ctx context.Context, args []string) error {
 		progress, eol = "", "\n"
 	}
 	var results []bench.Result
-	total := len(kernels) * len(counts)
+	total := len(kernels) * len(counts) * len(estimators)
 	for _, k := range kernels {
 		for _, t := range counts {
-			fmt.Fprintf(e.stderr, "%smeasuring %d/%d: kernel %s, %s, %v…%s", progress, len(results)+1, total, k, plural(t, "thread", "threads"), *duration, eol)
-			results = append(results, bench.Measure(ctx, k, t, *duration))
-			if ctx.Err() != nil {
-				fmt.Fprint(e.stderr, progress)
-				return ctx.Err()
+			for _, est := range estimators { // mc and stratified back to back: a shared machine's load hits both alike
+				fmt.Fprintf(e.stderr, "%smeasuring %d/%d: kernel %s, %s, %s, %v…%s", progress, len(results)+1, total, k, est, plural(t, "thread", "threads"), *duration, eol)
+				if est == mcpi.Stratified {
+					results = append(results, bench.MeasureCells(ctx, k, t, *duration, *cells))
+				} else {
+					results = append(results, bench.Measure(ctx, k, t, *duration))
+				}
+				if ctx.Err() != nil {
+					fmt.Fprint(e.stderr, progress)
+					return ctx.Err()
+				}
 			}
 		}
 	}
@@ -79,23 +99,36 @@ func (e *env) benchCmd(ctx context.Context, args []string) error {
 }
 
 // printBench prints the results as a table. A kernel's speed-up is its
-// samples/s over its own on the fewest threads measured, so each kernel is
-// compared with itself.
+// samples/s over its own (same estimator) on the fewest threads measured,
+// so each kernel is compared with itself; a stratified row's "vs mc" is its
+// samples/s over the plain row of the same kernel and threads.
 func printBench(w io.Writer, results []bench.Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "kernel\tthreads\tsamples/s\tns/sample\tspeed-up\t")
+	fmt.Fprintln(tw, "kernel\testimator\tthreads\tsamples/s\tns/sample\tspeed-up\tvs mc\t")
 	base := make(map[string]bench.Result)
+	plain := make(map[string]bench.Result)
 	fewest := 0
 	for _, r := range results {
-		if b, ok := base[r.Kernel]; !ok || r.Threads < b.Threads {
-			base[r.Kernel] = r
+		if b, ok := base[r.Kernel+r.Estimator]; !ok || r.Threads < b.Threads {
+			base[r.Kernel+r.Estimator] = r
+		}
+		if r.Estimator != mcpi.Stratified {
+			plain[fmt.Sprint(r.Kernel, r.Threads)] = r
 		}
 		if fewest == 0 || r.Threads < fewest {
 			fewest = r.Threads
 		}
 	}
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%d\t%.3g\t%.4f\t%.2f×\t\n", r.Kernel, r.Threads, r.SamplesPerS, r.NsPerSample, r.SamplesPerS/base[r.Kernel].SamplesPerS)
+		est, vs := r.Estimator, ""
+		if est == "" {
+			est = mcpi.MC
+		}
+		if p, ok := plain[fmt.Sprint(r.Kernel, r.Threads)]; ok && est == mcpi.Stratified && p.SamplesPerS > 0 {
+			vs = fmt.Sprintf("%.2f", r.SamplesPerS/p.SamplesPerS)
+			est = fmt.Sprintf("strat K=%d", r.Cells)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.3g\t%.4f\t%.2f×\t%s\t\n", r.Kernel, est, r.Threads, r.SamplesPerS, r.NsPerSample, r.SamplesPerS/base[r.Kernel+r.Estimator].SamplesPerS, vs)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -147,6 +147,10 @@ func TestGoldenBench(t *testing.T) {
 			{Kernel: "go", Threads: 1, SamplesPerS: 8e8, NsPerSample: 1 / 0.8}, {Kernel: "go", Threads: 2, SamplesPerS: 1.5e9, NsPerSample: 1 / 1.5}},
 		{{Kernel: "avx2", Threads: 2, SamplesPerS: 6e9, NsPerSample: 1 / 6.0}, {Kernel: "avx2", Threads: 4, SamplesPerS: 1.1e10, NsPerSample: 1 / 11.0},
 			{Kernel: "go", Threads: 2, SamplesPerS: 1.6e9, NsPerSample: 1 / 1.6}, {Kernel: "go", Threads: 4, SamplesPerS: 3.2e9, NsPerSample: 1 / 3.2}},
+		{{Kernel: "avx512", Estimator: "mc", Threads: 1, SamplesPerS: 4e9, NsPerSample: 0.25},
+			{Kernel: "avx512", Estimator: "stratified", Cells: 1 << 15, Threads: 1, SamplesPerS: 3.4e9, NsPerSample: 1 / 3.4},
+			{Kernel: "avx512", Estimator: "mc", Threads: 2, SamplesPerS: 8e9, NsPerSample: 0.125},
+			{Kernel: "avx512", Estimator: "stratified", Cells: 1 << 15, Threads: 2, SamplesPerS: 6.8e9, NsPerSample: 1 / 6.8}},
 	} {
 		if err := printBench(&out, rs); err != nil {
 			t.Fatal(err)

@@ -65,6 +65,8 @@ type collectorFlags struct {
 	plot         string
 	plotEvery    time.Duration
 	http         string
+	estimator    string
+	cells        uint64
 }
 
 func (f *collectorFlags) register(fs *flag.FlagSet) {
@@ -79,6 +81,8 @@ func (f *collectorFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.verify, "verify-fraction", 0.01, "share of the samples replayed to check them (`fraction`, 0 … 1); improbable entries are always replayed")
 	fs.Uint64Var(&f.maxN, "max-n", 0, "most `samples` one ledger entry of a new job may carry (default 2³²)")
 	fs.IntVar(&f.maxWorkers, "max-workers", 1_000_000, "most `workers` a job tracks; entries of further ids are refused (too_many_workers)")
+	fs.StringVar(&f.estimator, "estimator", "mc", "`estimator` of a new job: mc (plain hit-or-miss) or stratified (one point in each of K×K cells a batch; the error bar from the batches' scatter)")
+	fs.Uint64Var(&f.cells, "cells", 0, "with --estimator stratified, `K`: a power of two from 128 to 65536; every batch is K² points (default 32768)")
 	fs.StringVar(&f.http, "http", "", "serve the dashboard, /api/state, /api/events, /metrics and /healthz on `addr` ([host]:port; no host means 127.0.0.1)")
 }
 
@@ -107,7 +111,7 @@ func (f *collectorFlags) config(c common, jobKey []byte, log *slog.Logger) (coll
 		return collector.Config{}, badFlag("--interval %v: want a duration > 0, like 1s", f.interval)
 	}
 	cfg := collector.Config{Channel: c.channel, TargetSE: se, Reset: f.reset, Key: jobKey,
-		VerifyFraction: f.verify, MaxN: f.maxN, MaxWorkers: f.maxWorkers, Logger: log}
+		VerifyFraction: f.verify, MaxN: f.maxN, MaxWorkers: f.maxWorkers, Logger: log, Estimator: f.estimator, Cells: f.cells}
 	if f.verify == 0 {
 		cfg.VerifyFraction = 1e-300 // 0 means the default to Config; the flag means none by lot
 	}

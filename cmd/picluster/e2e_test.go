@@ -281,6 +281,32 @@ func TestRunStopsAtTarget(t *testing.T) {
 	}
 }
 
+// A stratified run: the summary says so, the SE comes from at least
+// collector.MinReplicates batches of K², and π is inside the t interval's
+// reach.
+func TestRunStratified(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	png := filepath.Join(t.TempDir(), "p.png")
+	p := start(t, "run", "--estimator", "stratified", "--cells", "256", "--target-se", "1e-4", "--json", "--plot", png)
+	p.wait(t, 60*time.Second)
+	s := p.summary(t)
+	if s.StoppedBy != "target" || s.Estimator != "stratified" || s.Stratified == nil || s.Stratified.Cells != 256 ||
+		s.Stratified.Batches < collector.MinReplicates || float64(s.StdErr) > 1e-4 {
+		t.Fatalf("stopped by %q, estimator %q, stratified %+v, SE %v", s.StoppedBy, s.Estimator, s.Stratified, s.StdErr)
+	}
+	if n, _ := s.N.Uint64(); n != s.Stratified.Batches*256*256 {
+		t.Errorf("N = %d, want %d batches of 256²", n, s.Stratified.Batches)
+	}
+	if z := math.Abs(float64(s.Pi)-math.Pi) / float64(s.StdErr); z > 5 {
+		t.Errorf("π̂ = %v ± %v is %.1f SE from π", s.Pi, s.StdErr, z)
+	}
+	if _, err := os.Stat(png); err != nil {
+		t.Errorf("no plot: %v", err)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
@@ -290,6 +316,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"fly"}, "unknown command"},
 		{[]string{"run", "--kernel", "sse9"}, "unknown kernel"},
 		{[]string{"run", "--seed", "x"}, "--seed"},
+		{[]string{"run", "--estimator", "qmc"}, "--estimator"},
+		{[]string{"run", "--estimator", "stratified", "--cells", "100"}, "power of two"},
+		{[]string{"run", "--cells", "256"}, "only with --estimator stratified"},
 		{[]string{"run", "--bogus"}, "unknown flag --bogus"},
 	} {
 		var out, errb bytes.Buffer

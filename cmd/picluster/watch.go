@@ -174,8 +174,12 @@ func printLine(w io.Writer, s collector.Summary) {
 		fmt.Fprintf(w, "waiting for reports… (%s, %d rejected)\n", reporters(s), s.Rejected)
 		return
 	}
-	fmt.Fprintf(w, "π ≈ %.10f ± %.2g  95%% [%.8f, %.8f]  N=%s  %.3g samples/s  %s  %d rejected\n",
-		float64(s.Pi), float64(s.StdErr), float64(s.CI95[0]), float64(s.CI95[1]), s.N, float64(s.SamplesPerS), reporters(s), s.Rejected)
+	est := ""
+	if st := s.Stratified; st != nil {
+		est = fmt.Sprintf("  stratified K=%d B=%d (t, %.0f× below MC)", st.Cells, st.Batches, float64(st.Gain))
+	}
+	fmt.Fprintf(w, "π ≈ %.10f ± %.2g  95%% [%.8f, %.8f]  N=%s  %.3g samples/s  %s  %d rejected%s\n",
+		float64(s.Pi), float64(s.StdErr), float64(s.CI95[0]), float64(s.CI95[1]), s.N, float64(s.SamplesPerS), reporters(s), s.Rejected, est)
 }
 
 // reporters counts who reported: the workers, and the anonymous batches

@@ -40,6 +40,9 @@ func WritePNG(path, title string, pts []collector.Point) error {
 	est, upper, lower, errs, ses := make(plotter.XYs, 0, len(pts)), make(plotter.XYs, 0, len(pts)), make(plotter.XYs, 0, len(pts)), make(plotter.XYs, 0, len(pts)), make(plotter.XYs, 0, len(pts))
 	for _, p := range pts {
 		est = append(est, plotter.XY{X: p.N, Y: p.Pi})
+		if math.IsNaN(p.StdErr) { // a stratified job's first batch: no scatter yet
+			continue
+		}
 		upper = append(upper, plotter.XY{X: p.N, Y: p.Pi + z*p.StdErr})
 		lower = append(lower, plotter.XY{X: p.N, Y: p.Pi - z*p.StdErr})
 		if e := math.Abs(p.Pi - math.Pi); e > 0 && p.StdErr > 0 {
@@ -74,6 +77,9 @@ func WritePNG(path, title string, pts []collector.Point) error {
 	top.Legend.Top, top.Legend.Left = false, false
 	// Zoom on the interval of the later half, where the story is.
 	late := pts[len(pts)/2]
+	if math.IsNaN(late.StdErr) {
+		late = pts[len(pts)-1]
+	}
 	top.Y.Min, top.Y.Max = math.Min(late.Pi-4*z*late.StdErr, math.Pi-2*z*late.StdErr), math.Max(late.Pi+4*z*late.StdErr, math.Pi+2*z*late.StdErr)
 
 	bottom := plot.New()
@@ -93,9 +99,21 @@ func WritePNG(path, title string, pts []collector.Point) error {
 			return err
 		}
 		se.Color, se.Width = grey, vg.Points(1.5)
-		bottom.Add(sc, se, plotter.NewGrid())
+		// Plain MC's SE at the same N, slope −½: a stratified job's SE runs
+		// parallel to it, far below.
+		mc := make(plotter.XYs, 0, len(ses))
+		for _, p := range ses {
+			mc = append(mc, plotter.XY{X: p.X, Y: 4 * math.Sqrt(math.Pi/4*(1-math.Pi/4)/p.X)})
+		}
+		mcLine, err := plotter.NewLine(mc)
+		if err != nil {
+			return err
+		}
+		mcLine.Color, mcLine.Width, mcLine.Dashes = red, vg.Points(1), []vg.Length{vg.Points(4), vg.Points(3)}
+		bottom.Add(sc, se, mcLine, plotter.NewGrid())
 		bottom.Legend.Add("|π̂ − π|", sc)
-		bottom.Legend.Add("standard error", se)
+		bottom.Legend.Add(fmt.Sprintf("standard error, slope %.2f", collector.Slope(pts)), se)
+		bottom.Legend.Add("plain MC's SE, slope −0.50", mcLine)
 		bottom.Legend.Top, bottom.Legend.Left = false, true
 	}
 

@@ -37,3 +37,20 @@ func TestWritePNG(t *testing.T) {
 		t.Error("a plot of nothing succeeded")
 	}
 }
+
+// A stratified job's first point has no SE yet (one batch, no scatter):
+// the plot draws the rest.
+func TestWritePNGFirstPointWithoutSE(t *testing.T) {
+	pts := []collector.Point{{N: 65536, Pi: 3.1415, StdErr: math.NaN()}}
+	for b := 2; b <= 40; b++ {
+		n := float64(b) * 65536
+		se := 4.9e-4 / math.Sqrt(float64(b))
+		pts = append(pts, collector.Point{N: n, Pi: math.Pi + se*math.Sin(float64(b)), StdErr: se})
+	}
+	if err := WritePNG(filepath.Join(t.TempDir(), "p.png"), "stratified", pts); err != nil {
+		t.Fatal(err)
+	}
+	if s := collector.Slope(pts); math.Abs(s+0.5) > 0.01 {
+		t.Errorf("slope %.3f, want −0.5", s)
+	}
+}

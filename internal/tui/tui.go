@@ -39,6 +39,15 @@ func Render(s collector.Summary, hist []collector.Point, width, height int) []st
 	add("")
 	add("  π ≈ %s   ± %.2g   bias %+.2g", Digits(float64(s.Pi), float64(s.CI95[0]), float64(s.CI95[1])), float64(s.StdErr), float64(s.Bias))
 	add("  95 %% interval [%.10f, %.10f]", float64(s.CI95[0]), float64(s.CI95[1]))
+	if st := s.Stratified; st != nil {
+		add("  stratified K=%d: SE from %d batches (t, %d df); batch SE %.2g (4√(K/3)/K² %.2g); MC at this N ± %.2g, %.0f× wider",
+			st.Cells, st.Batches, st.DF, float64(st.BatchSE), float64(st.TheorySE), float64(st.BinomialSE), float64(st.Gain))
+	} else {
+		add("  estimator mc (hit-or-miss, binomial SE)")
+	}
+	if !math.IsNaN(float64(s.Slope)) {
+		add("  convergence slope: SE ∝ N^%.2f (log-log; MC −0.50; stratified batch SE ∝ n^−0.75 across K)", float64(s.Slope))
+	}
 	add("")
 	alive, counted := s.WorkersByStatus["alive"]
 	if !counted { // a Summary made by hand

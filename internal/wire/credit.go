@@ -21,6 +21,9 @@ type Credit struct {
 	// Pos is the ID of the last entry credited, in the worker's stream: a
 	// reader of the ledger goes on after it.
 	Pos string `json:"pos,omitempty"`
+	// DevSq is Σ(hits − n·π/4)² over the credited entries of a stratified
+	// job, for the replicates' standard error after a restart.
+	DevSq float64 `json:"dev_sq,omitempty"`
 }
 
 // EncodeCredit returns c as JSON.

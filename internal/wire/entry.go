@@ -35,6 +35,9 @@ type Entry struct {
 	Seed     string  `json:"seed"`      // the job's seed, 16 hex digits
 	Kernel   string  `json:"kernel"`    // the kernel that drew it, for the record
 	Seconds  float64 `json:"seconds"`   // how long it took to draw
+	// Cells is K of a stratified batch (mcpi.Batch.Cells: n = K², one point
+	// in each of K×K cells); absent for a plain one.
+	Cells uint64 `json:"cells,omitempty"`
 }
 
 // EncodeEntry returns e as JSON, with V and PiApprox set from the rest.
@@ -66,6 +69,9 @@ const (
 	Anonymous   Reason = "anonymous"     // an anonymous report, refused in secure mode
 	TooMany     Reason = "too_many_workers"
 	WrongStream Reason = "wrong_stream" // in another worker's stream of the ledger
+	// WrongEstimator: an entry whose estimator or cells K differ from the
+	// job's, or a stratified entry whose n is not K².
+	WrongEstimator Reason = "wrong_estimator"
 )
 
 // hex16 reports whether s is 16 lower-case hex digits, as job ids and seeds
@@ -95,9 +101,16 @@ func DecodeEntry(b []byte) (Entry, error) {
 	if len(b) > MaxSize {
 		return Entry{}, reject(Oversized, "%d bytes, limit %d", len(b), MaxSize)
 	}
-	m, err := members(b, entryFields...)
+	m, err := members(b, append(entryFields[:len(entryFields):len(entryFields)], "cells")...)
 	if err != nil {
 		return Entry{}, err
+	}
+	var cells uint64
+	if c, ok := m["cells"]; ok {
+		delete(m, "cells") // optional: only stratified entries have it
+		if cells, ok = uintField(c); !ok || cells == 0 {
+			return Entry{}, reject(WrongEstimator, "cells = %s, want an integer ≥ 1", show(c))
+		}
 	}
 	if len(m) != len(entryFields) {
 		for _, f := range entryFields {
@@ -106,7 +119,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 			}
 		}
 	}
-	var e Entry
+	e := Entry{Cells: cells}
 	var ok [8]bool
 	var v uint64
 	v, ok[0] = uintField(m["v"])

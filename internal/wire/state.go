@@ -26,6 +26,13 @@ type State struct {
 	Seed string `json:"seed,omitempty"`
 	// MaxN is the most samples one ledger entry may carry in this job.
 	MaxN uint64 `json:"max_n,omitempty"`
+	// Estimator is "stratified" for a job of stratified batches of Cells ×
+	// Cells cells (one point in each, n = Cells²); absent, plain Monte
+	// Carlo ("mc"). Every worker adopts it; an entry of another estimator
+	// or K is refused (WrongEstimator).
+	Estimator string `json:"estimator,omitempty"`
+	// Cells is K of a stratified job.
+	Cells uint64 `json:"cells,omitempty"`
 	// Secure is true when the collector holds a job key and refuses
 	// unsigned entries.
 	Secure bool      `json:"secure,omitempty"`

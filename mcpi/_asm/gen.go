@@ -1,11 +1,19 @@
 // Command gen writes mcpi's vector kernels, kernel_amd64.s, with avo.
 // Run it with "go generate ./mcpi" from the repository root.
 //
-// Both kernels compute exactly what mcpi.stepLane defines: per point one
+// The plain kernels compute exactly what mcpi.stepLane defines: per point one
 // xoshiro256+ output, x = high 32 bits, y = low 32 bits, a miss when the
 // 64-bit sum x² + y² carries. Lane states are a structure of arrays,
 // s[word][lane], 32 lanes. VPMULUDQ multiplies the low 32 bits of each
 // quadword, so y² needs no masking.
+//
+// The stratified kernels compute what mcpi.stepCell defines: the same
+// generator, the point (xb | out>>(32+k), y | uint32(out)>>k), w = 2³²/2ᵏ
+// the cell width, xb the lane's column base and y the row base shared by
+// the 32 lanes, which moves on by w every step. One 32-bit variable shift
+// (VPSRLVD) makes both jitters, each half of the output shifted right by k;
+// one OR of three (VPTERNLOGQ; two ORs on AVX2) puts the point in its cell,
+// (xb << 32 | y) | jitters; x is then its high half as in the plain kernels.
 package main
 
 import (
@@ -20,6 +28,8 @@ func main() {
 	ConstraintExpr("amd64,!purego")
 	avx512()
 	avx2()
+	cellsAVX512()
+	cellsAVX2()
 	Generate()
 }
 
@@ -155,5 +165,161 @@ func avx2() {
 		}
 	}
 	Label("done2")
+	sum(acc)
+}
+
+// ternOr3 is VPTERNLOGQ's truth table for dst = dst | b | c.
+const ternOr3 = 0xfe
+
+func cellsAVX512() {
+	TEXT("cellsAVX512", NOSPLIT, "func(s *[4][32]uint64, x *[32]uint64, y, w, k, steps uint64) (misses uint64)")
+	Doc("cellsAVX512 advances 32 lanes by steps points each, lane ℓ's in the cells of column base x[ℓ], rows y, y+w, …, and returns the misses.")
+	ptr := Load(Param("s"), GP64())
+	xp := Load(Param("x"), GP64())
+	n := Load(Param("steps"), GP64())
+	yv, wv, kv := ZMM(), ZMM(), ZMM()
+	r := Load(Param("y"), GP64())
+	VPBROADCASTQ(r, yv)
+	r = Load(Param("w"), GP64())
+	VPBROADCASTQ(r, wv)
+	kr := GP64()
+	Load(Param("k"), kr)
+	VPBROADCASTD(kr.As32(), kv) // both halves of every lane shift right by k
+	const vecs = lanes / 8
+	var s [4][vecs]VecVirtual
+	var xb [vecs]VecVirtual
+	for w := range 4 {
+		for v := range vecs {
+			s[w][v] = ZMM()
+			VMOVDQU64(state(ptr, w, 8*v), s[w][v])
+		}
+	}
+	for v := range vecs {
+		xb[v] = ZMM()
+		VMOVDQU64(Mem{Base: xp, Disp: 64 * v}, xb[v])
+		VPSLLQ(U8(32), xb[v], xb[v]) // the column base in the high half
+	}
+	acc, bits := GP64(), GP64()
+	XORQ(acc, acc)
+	miss := K()
+
+	TESTQ(n, n)
+	JZ(LabelRef("donec512"))
+	Label("loopc512")
+	for v := range vecs {
+		s0, s1, s2, s3 := s[0][v], s[1][v], s[2][v], s[3][v]
+		out, t, x := ZMM(), ZMM(), ZMM()
+		VPADDQ(s3, s0, out)                     // out = s0 + s3
+		VPSLLQ(U8(17), s1, t)                   // t = s1 << 17
+		VPXORQ(s1, s3, s3)                      // s3 ^= s1
+		VPTERNLOGQ(U8(0x96), s0, s2, s1)        // s1 ^= s2 ^ s0   (old s2, s0)
+		VPTERNLOGQ(U8(0x96), t, s0, s2)         // s2 ^= s0 ^ t
+		VPXORQ(s3, s0, s0)                      // s0 ^= s3        (s3 ^ s1, old s1)
+		VPROLQ(U8(45), s3, s3)                  // s3 = rotl(s3, 45)
+		VPSRLVD(kv, out, out)                   // both jitters: each half >> k
+		VPTERNLOGQ(U8(ternOr3), yv, xb[v], out) // (xb << 32 | yb) | jitters: the point
+		VPSRLQ(U8(32), out, x)                  // x
+		VPMULUDQ(x, x, x)                       // x²
+		VPMULUDQ(out, out, out)                 // y² from the low 32 bits
+		VPADDQ(x, out, out)                     // x² + y² mod 2⁶⁴
+		VPCMPUQ(U8(1), x, out, miss)            // carried: sum < x²
+		KMOVW(miss, bits.As32())
+		POPCNTL(bits.As32(), bits.As32())
+		ADDQ(bits, acc)
+	}
+	VPADDQ(wv, yv, yv) // the next row
+	DECQ(n)
+	JNZ(LabelRef("loopc512"))
+	Label("donec512")
+	for w := range 4 {
+		for v := range vecs {
+			VMOVDQU64(s[w][v], state(ptr, w, 8*v))
+		}
+	}
+	VZEROUPPER()
+	Store(acc, ReturnIndex(0))
+	RET()
+}
+
+func cellsAVX2() {
+	TEXT("cellsAVX2", NOSPLIT, "func(s *[4][32]uint64, x *[32]uint64, y, w, k, steps uint64) (misses uint64)")
+	Doc("cellsAVX2 advances 32 lanes by steps points each, lane ℓ's in the cells of column base x[ℓ], rows y, y+w, …, 8 lanes at a time, and returns the misses.")
+	ptr := Load(Param("s"), GP64())
+	xp := Load(Param("x"), GP64())
+	n := Load(Param("steps"), GP64())
+	sign, acc, kv := YMM(), YMM(), YMM()
+	tmp := GP64()
+	MOVQ(U64(1<<63), tmp)
+	VMOVQ(tmp, sign.AsX())
+	VPBROADCASTQ(sign.AsX(), sign)
+	wmem := AllocLocal(32)
+	r := Load(Param("w"), GP64())
+	VMOVQ(r, kv.AsX())
+	VPBROADCASTQ(kv.AsX(), kv)
+	VMOVDQU(kv, wmem) // w, added to the row base once a step
+	xmem := AllocLocal(lanes * 8)
+	for v := range lanes / 4 { // the column bases in the high halves
+		VMOVDQU(Mem{Base: xp, Disp: 32 * v}, kv)
+		VPSLLQ(U8(32), kv, kv)
+		VMOVDQU(kv, xmem.Offset(32*v))
+	}
+	kr := GP64()
+	Load(Param("k"), kr)
+	VMOVD(kr.As32(), kv.AsX())
+	VPBROADCASTD(kv.AsX(), kv) // both halves of every lane shift right by k
+	y0 := Load(Param("y"), GP64())
+	VPXOR(acc, acc, acc)
+	TESTQ(n, n)
+	JZ(LabelRef("donec2"))
+	cnt := GP64()
+	const vecs = 2
+	for chunk := range lanes / (4 * vecs) {
+		var s [4][vecs]VecVirtual
+		for w := range 4 {
+			for v := range vecs {
+				s[w][v] = YMM()
+				VMOVDQU(state(ptr, w, chunk*4*vecs+4*v), s[w][v])
+			}
+		}
+		yv := YMM()
+		VMOVQ(y0, yv.AsX())
+		VPBROADCASTQ(yv.AsX(), yv)
+		MOVQ(n, cnt)
+		loop := LabelRef("loopc2_" + string(rune('a'+chunk)))
+		Label(string(loop))
+		for v := range vecs {
+			s0, s1, s2, s3 := s[0][v], s[1][v], s[2][v], s[3][v]
+			out, t, x := YMM(), YMM(), YMM()
+			VPADDQ(s3, s0, out)    // out = s0 + s3
+			VPSLLQ(U8(17), s1, t)  // t = s1 << 17
+			VPXOR(s0, s2, s2)      // s2 ^= s0
+			VPXOR(s1, s3, s3)      // s3 ^= s1
+			VPXOR(s2, s1, s1)      // s1 ^= s2
+			VPXOR(s3, s0, s0)      // s0 ^= s3
+			VPXOR(t, s2, s2)       // s2 ^= t
+			VPSLLQ(U8(45), s3, t)  // s3 = rotl(s3, 45)
+			VPSRLQ(U8(19), s3, s3) //
+			VPOR(t, s3, s3)        //
+			VPSRLVD(kv, out, out)  // both jitters: each half >> k
+			VPOR(xmem.Offset((chunk*4*vecs+4*v)*8), out, out)
+			VPOR(yv, out, out)     // (xb << 32 | yb) | jitters: the point
+			VPSRLQ(U8(32), out, x) // x
+			VPMULUDQ(x, x, x)
+			VPMULUDQ(out, out, out)
+			VPXOR(sign, x, x)   // x² + 2⁶³: the signed compare below is then unsigned
+			VPADDQ(x, out, out) // x² + y² + 2⁶³
+			VPCMPGTQ(out, x, t) // carried: x² > x² + y², all ones where true
+			VPSUBQ(t, acc, acc) // count the misses
+		}
+		VPADDQ(wmem, yv, yv) // the next row
+		DECQ(cnt)
+		JNZ(loop)
+		for w := range 4 {
+			for v := range vecs {
+				VMOVDQU(s[w][v], state(ptr, w, chunk*4*vecs+4*v))
+			}
+		}
+	}
+	Label("donec2")
 	sum(acc)
 }

@@ -76,6 +76,10 @@
       $("ci").textContent = s.ci95[0] === null || s.ci95[1] === null ? "—" :
         "[" + s.ci95[0].toFixed(10) + ", " + s.ci95[1].toFixed(10) + "]";
     }
+    const st = s.stratified;
+    $("estimator").textContent = st ? "stratified K=" + st.cells + ", " + st.batches + " batches (t), " +
+      (st.gain === null ? "—" : st.gain.toFixed(0) + "× below MC") : (s.estimator || "mc");
+    $("slope").textContent = s.slope === null || s.slope === undefined ? "—" : s.slope.toFixed(2);
     if (s.bias !== null && s.bias !== undefined) {
       $("bias").textContent = "+" + s.bias.toPrecision(2);
     }
