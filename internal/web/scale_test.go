@@ -199,7 +199,7 @@ func TestScale(t *testing.T) {
 			_ = bus.Append(ctx, worker, []wire.Signed{signed(worker, seq)})
 			for runCtx.Err() == nil {
 				s := c.Snapshot()
-				if i, ok := slices.BinarySearchFunc(s.WorkerTable, worker, func(w collector.WorkerStats, id string) int { return strings.Compare(w.ID, id) }); ok && s.WorkerTable[i].Seq >= seq {
+				if w, ok := s.Worker(worker); ok && w.Seq >= seq {
 					delays = append(delays, time.Since(t0))
 					break
 				}
