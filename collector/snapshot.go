@@ -517,7 +517,7 @@ func (tc *tableCache) freeze(now time.Time, total mcpi.Tally, s *Summary) *view 
 	counts := map[string]int{wire.Alive: 0, wire.Left: 0, "vanished": 0, "quarantined": t.quarantined}
 	var alive, left, vanished int
 	top := make([]int32, 0, fastestKept+1)
-	slowest := math.Inf(-1) // the rate of top's last once it is full: a slower row cannot enter
+	slowest := math.Inf(-1)     // the rate of top's last once it is full: a slower row cannot enter
 	for _, i := range t.order { // by id, so that the sums are the same in every collector
 		r := t.row(i)
 		if len(top) < fastestKept || rate(r) >= slowest && t.faster(i, top[len(top)-1]) {
