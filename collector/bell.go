@@ -50,6 +50,22 @@ func (b *bell) signal() {
 	}
 }
 
+// takeHot returns and forgets the streams poked, leaving a sweep asked for
+// asked.
+func (b *bell) takeHot() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.hot) == 0 {
+		return nil
+	}
+	workers := make([]string, 0, len(b.hot))
+	for w := range b.hot {
+		workers = append(workers, w)
+	}
+	clear(b.hot)
+	return workers
+}
+
 // take returns and forgets the streams poked, and whether a sweep was asked.
 func (b *bell) take() (workers []string, sweep bool) {
 	b.mu.Lock()

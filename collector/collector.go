@@ -121,7 +121,8 @@ type Config struct {
 	// ledger trimmed. Default 2s.
 	CheckpointEvery time.Duration
 	// LedgerWindow is how long credited entries stay in the ledger for
-	// `picluster verify`. Default 60s.
+	// `picluster verify`, at least (at most about 1.25 times as long: a
+	// stream is trimmed at most every quarter window). Default 60s.
 	LedgerWindow time.Duration
 	// SweepEvery is how often every worker's stream is read, and the target
 	// looked at; streams whose entries are announced on the channel are read
@@ -243,6 +244,7 @@ type Collector struct {
 	bye      chan struct{}   // poked on every goodbye
 	loaded   chan struct{}   // closed once the job is loaded
 	bell     *bell           // the streams with news, from the channel
+	swept    time.Duration   // how long the last sweep of Run's reader took
 
 	snaps snapshots // the views' snapshot, built once per tick (snapshot.go)
 }
@@ -500,9 +502,12 @@ func (c *Collector) read(ctx context.Context) error {
 			start := time.Now()
 			if err = c.sweep(ctx); err == nil {
 				last, took = time.Now(), time.Since(start)
+				c.mu.Lock()
+				c.swept = took
+				c.mu.Unlock()
 			}
 		} else {
-			_, err = c.readStreams(ctx, hot)
+			_, err = c.readStreams(ctx, hot, false)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -579,7 +584,7 @@ func (c *Collector) sweep(ctx context.Context) error {
 			break
 		}
 	}
-	if _, err := c.readStreams(ctx, ids); err != nil {
+	if _, err := c.readStreams(ctx, ids, true); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -622,10 +627,21 @@ func (c *Collector) ensureAhead(ctx context.Context) error {
 // readStreams reads the streams of workers to their ends and credits what
 // they hold; it returns how many entries it read. A stream not tracked yet
 // is read from its start, and tracked if it holds entries and the job
-// tracks fewer than MaxWorkers streams.
-func (c *Collector) readStreams(ctx context.Context, workers []string) (int, error) {
+// tracks fewer than MaxWorkers streams. With hot (a sweep), it reads the
+// streams announced meanwhile between two pages of workers, so that a
+// sweep of many streams does not hold up the news.
+func (c *Collector) readStreams(ctx context.Context, workers []string, hot bool) (int, error) {
 	read := 0
 	for len(workers) > 0 {
+		if hot {
+			if news := c.bell.takeHot(); len(news) > 0 {
+				n, err := c.readStreams(ctx, news, false)
+				read += n
+				if err != nil {
+					return read, err
+				}
+			}
+		}
 		chunk := workers[:min(len(workers), ledgerKeys)]
 		workers = workers[len(chunk):]
 		from := make([]wire.Cursor, 0, len(chunk))
@@ -686,7 +702,9 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 			continue
 		}
 		c.pool.cursor[le.Worker] = le.ID
-		c.pool.moved[le.Worker] = true
+		if _, ok := c.pool.moved[le.Worker]; !ok {
+			c.pool.moved[le.Worker] = "" // trim it at the next trim
+		}
 		e, err := c.check(le)
 		if err != nil {
 			c.reject(err, cmp.Or(e.Worker, "ledger entry "+le.ID+" of "+le.Worker))

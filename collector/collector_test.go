@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -434,4 +435,52 @@ func TestStopsWhenAnotherCollectorResets(t *testing.T) {
 	if string(cp["job"]) != "" && string(cp["job"]) != st.Job {
 		t.Errorf("checkpoint of job %s", cp["job"])
 	}
+}
+
+// trimCounter counts the trims of each stream.
+type trimCounter struct {
+	*membus.Bus
+	mu    sync.Mutex
+	trims map[string]int
+}
+
+func (b *trimCounter) TrimLedgers(ctx context.Context, minIDs map[string]string) error {
+	b.mu.Lock()
+	for w := range minIDs {
+		b.trims[w]++
+	}
+	b.mu.Unlock()
+	return b.Bus.TrimLedgers(ctx, minIDs)
+}
+
+// A stream read on and on is trimmed once per quarter of the ledger window,
+// not at every checkpoint, and keeps at most about 1.25 windows of entries.
+func TestTrimEveryQuarterWindow(t *testing.T) {
+	mem := membus.New()
+	bus := &trimCounter{Bus: mem, trims: map[string]int{}}
+	const window, every = 200 * time.Millisecond, 5 * time.Millisecond
+	c := newCollector(t, bus, collector.Config{CheckpointEvery: every, SweepEvery: every, LedgerWindow: window, VerifyFraction: 1e-9})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var st wire.State
+	waitFor(t, func() bool { b, _ := mem.State(ctx); st, _ = wire.DecodeState(b); return st.Job != "" })
+	start := time.Now()
+	for seq := uint64(1); time.Since(start) < 1500*time.Millisecond; seq++ {
+		appendEntries(t, mem, nil, entry(st, "w", seq, 4096, 0))
+		time.Sleep(every)
+	}
+	bus.mu.Lock()
+	trims := bus.trims["w"]
+	bus.mu.Unlock()
+	// 1.3 s of trim points past the window: about 26 quarters, 260 checkpoints.
+	if trims < 3 || trims > 60 {
+		t.Errorf("the stream was trimmed %d times in 1.5 s with a window of %v: want one per quarter window", trims, window)
+	}
+	n, _ := mem.LedgerLen(ctx, "w")
+	if most := int64((window + window/4 + 100*time.Millisecond) / every); n > most {
+		t.Errorf("the stream holds %d entries, one per %v: want at most %d", n, every, most)
+	}
+	t.Logf("%d trims, %d entries kept", trims, n)
 }

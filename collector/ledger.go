@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -136,9 +135,18 @@ func (c *Collector) checkpoint(ctx context.Context) {
 	}
 }
 
-// trim removes from the streams read on since the last trim what every
+// trimEvery: a stream is trimmed at most once every LedgerWindow/trimEvery
+// (of the trim point's advance), so that a job of many workers, each
+// appending every few seconds, costs a trim per stream per 15 s (by
+// default), not per checkpoint. Credited entries stay in the ledger for at
+// least LedgerWindow and at most about (1 + 1/trimEvery)·LedgerWindow +
+// CheckpointEvery.
+const trimEvery = 4
+
+// trim removes from the streams read on since their last trim what every
 // live collector has credited and checkpointed, but for the last
-// LedgerWindow, and records where it trimmed. A collector that finds that
+// LedgerWindow, and records where it trimmed; a stream trimmed less than
+// LedgerWindow/trimEvery ago waits (trimEvery). A collector that finds that
 // point past its own mark (it was away longer than readerTTL) reloads from
 // the checkpoint before it reads on (ensureAhead).
 func (c *Collector) trim(ctx context.Context) error {
@@ -173,8 +181,14 @@ func (c *Collector) trim(ctx context.Context) error {
 		return nil
 	}
 	minID := wire.ID{Ms: low.Ms - window}.String()
+	again := wire.ID{Ms: low.Ms - window - min(low.Ms-window, window/trimEvery)}.String() // streams trimmed at or after it wait
 	c.mu.Lock()
-	streams := slices.Collect(maps.Keys(c.pool.moved))
+	streams := make([]string, 0, len(c.pool.moved))
+	for w, at := range c.pool.moved {
+		if at == "" || wire.Later(again, at) {
+			streams = append(streams, w)
+		}
+	}
 	c.mu.Unlock()
 	for len(streams) > 0 {
 		chunk := streams[:min(len(streams), ledgerKeys)]
@@ -192,6 +206,8 @@ func (c *Collector) trim(ctx context.Context) error {
 		for _, w := range chunk {
 			if !wire.Later(c.pool.cursor[w], minID) {
 				delete(c.pool.moved, w)
+			} else if _, ok := c.pool.moved[w]; ok {
+				c.pool.moved[w] = minID
 			}
 		}
 		c.mu.Unlock()

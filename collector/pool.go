@@ -28,8 +28,9 @@ type pool struct {
 	mark string
 	// cursor is where each tracked worker's stream has been read to.
 	cursor map[string]string
-	// moved are the streams read past the last trim point: trim them.
-	moved map[string]bool
+	// moved are the streams read past their last trim point, each with
+	// that point ("" if none): trim them, each at most every trimEvery.
+	moved map[string]string
 	// touched are the workers whose credit, presence or quarantine changed
 	// since the last snapshot copied them (snapshot.go): every change of
 	// workers, seen, left or quarantined of a worker must touch it.
@@ -38,7 +39,7 @@ type pool struct {
 
 func newPool() *pool {
 	return &pool{workers: make(map[string]*wire.Credit), quarantined: make(map[string]wire.QuarantineRecord),
-		seen: make(map[string]time.Time), left: make(map[string]bool), cursor: make(map[string]string), moved: make(map[string]bool),
+		seen: make(map[string]time.Time), left: make(map[string]bool), cursor: make(map[string]string), moved: make(map[string]string),
 		touched: make(map[string]struct{})}
 }
 

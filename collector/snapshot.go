@@ -17,12 +17,19 @@ import (
 // SnapshotInterval is how often a running collector builds its Snapshot:
 // at most 4 times a second. When a build takes longer than a
 // 1/snapshotDuty share of the interval, the next waits snapshotDuty times
-// the build's duration instead, so that building never takes more than
-// about a fifth of a core.
+// the build's duration instead, up to maxSnapshotWait, so that building
+// takes at most about a fifth of a core for builds of up to 125 ms (a
+// build's duration is wall time: on a busy machine it is mostly waiting
+// for a core), and a snapshot is never more than maxSnapshotWait and a
+// build old.
 const SnapshotInterval = 250 * time.Millisecond
 
-// snapshotDuty: a tick waits at least this many times the last build.
-const snapshotDuty = 4
+// snapshotDuty: a tick waits at least this many times the last build, and
+// at most maxSnapshotWait.
+const (
+	snapshotDuty    = 4
+	maxSnapshotWait = 2 * SnapshotInterval
+)
 
 // MaxListed bounds the ids in a Snapshot's Flagged and the workers in its
 // Quarantined (the first by id): a job of any size, or a flood of
@@ -54,6 +61,9 @@ type Snapshot struct {
 	// and the workers changed since the last build (Copied of them).
 	Build, Lock time.Duration
 	Copied      int
+	// Sweep is how long the reader's last sweep of every stream took
+	// (Config.SweepEvery); zero before one.
+	Sweep time.Duration
 
 	tab *view // the worker table; nil in a Snapshot made by hand
 }
@@ -237,7 +247,7 @@ func (c *Collector) publishLocked() *Snapshot {
 }
 
 // tick publishes a snapshot every SnapshotInterval (or snapshotDuty times
-// the last build, if longer) until ctx is done.
+// the last build, if longer, up to maxSnapshotWait) until ctx is done.
 func (c *Collector) tick(ctx context.Context) {
 	c.snaps.ticking.Store(true)
 	defer c.snaps.ticking.Store(false)
@@ -250,7 +260,7 @@ func (c *Collector) tick(ctx context.Context) {
 		case <-t.C:
 		}
 		s := c.refresh()
-		t.Reset(max(SnapshotInterval, snapshotDuty*s.Build))
+		t.Reset(min(max(SnapshotInterval, snapshotDuty*s.Build), maxSnapshotWait))
 	}
 }
 
@@ -520,7 +530,9 @@ func (tc *tableCache) freeze(now time.Time, total mcpi.Tally, s *Summary) *view 
 	slowest := math.Inf(-1)     // the rate of top's last once it is full: a slower row cannot enter
 	for _, i := range t.order { // by id, so that the sums are the same in every collector
 		r := t.row(i)
-		if len(top) < fastestKept || rate(r) >= slowest && t.faster(i, top[len(top)-1]) {
+		// Past top's last when faster, or as fast and before it by id: the
+		// rows are in order of id but for the quarantined, after the rest.
+		if rr := rate(r); len(top) < fastestKept || rr > slowest || rr == slowest && r.rec != nil && t.faster(i, top[len(top)-1]) {
 			j, _ := slices.BinarySearchFunc(top, i, func(a, b int32) int {
 				if t.faster(a, b) {
 					return -1

@@ -146,7 +146,7 @@ func (c *Collector) build() *Snapshot {
 		s.Rejected = sat(s.Rejected, n)
 		s.RejectedBy[string(r)] = n
 	}
-	started, synced, baseN := c.started, c.synced, c.baseN
+	started, synced, baseN, swept := c.started, c.synced, c.baseN, c.swept
 	copied := c.snaps.table.capture(p)
 	c.mu.Unlock()
 	locked := time.Since(acquired)
@@ -180,5 +180,5 @@ func (c *Collector) build() *Snapshot {
 		need := t.N.Float64() * (se / c.cfg.TargetSE) * (se / c.cfg.TargetSE)
 		s.ETASeconds = Float(max(0, need-t.N.Float64()) / rate)
 	}
-	return &Snapshot{Summary: s, At: now, Build: time.Since(start), Lock: locked, Copied: copied, tab: tab}
+	return &Snapshot{Summary: s, At: now, Build: time.Since(start), Lock: locked, Copied: copied, Sweep: swept, tab: tab}
 }
