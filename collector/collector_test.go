@@ -484,3 +484,51 @@ func TestTrimEveryQuarterWindow(t *testing.T) {
 	}
 	t.Logf("%d trims, %d entries kept", trims, n)
 }
+
+// slowBus takes delay over each read of many streams (a sweep's pages).
+type slowBus struct {
+	*membus.Bus
+	delay time.Duration
+	pages atomic.Int64
+}
+
+func (b *slowBus) ReadLedgers(ctx context.Context, from []wire.Cursor, count int) ([]wire.LedgerEntry, error) {
+	if len(from) > 1 {
+		b.pages.Add(1)
+		time.Sleep(b.delay)
+	}
+	return b.Bus.ReadLedgers(ctx, from, count)
+}
+
+// A sweep of many streams reads the streams announced meanwhile between
+// its pages: news does not wait for the sweep's end.
+func TestSweepReadsNewsBetweenPages(t *testing.T) {
+	mem := membus.New()
+	bus := &slowBus{Bus: mem, delay: 30 * time.Millisecond}
+	st := wire.State{Status: wire.Running, Job: "00000000000000e1", Seed: "00000000000000e2", MaxN: wire.MaxEntryN}
+	if err := mem.SetState(context.Background(), wire.EncodeState(st)); err != nil {
+		t.Fatal(err)
+	}
+	const pages = 20
+	for w := range pages * 256 {
+		appendEntries(t, mem, nil, entry(st, fmt.Sprint("w", w), 1, 64, 0))
+	}
+	c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, func() bool { return bus.pages.Load() >= 2 }) // the start-up sweep is under way
+	appendEntries(t, mem, nil, entry(st, "news", 1, 64, 0))
+	waitFor(t, func() bool {
+		for _, w := range c.Summary().WorkerTable {
+			if w.ID == "news" {
+				return true
+			}
+		}
+		return false
+	})
+	if read := bus.pages.Load(); read >= pages {
+		t.Errorf("the news was credited after the sweep's %d pages; want between them", read)
+	}
+}

@@ -260,8 +260,13 @@ func (c *Collector) tick(ctx context.Context) {
 		case <-t.C:
 		}
 		s := c.refresh()
-		t.Reset(min(max(SnapshotInterval, snapshotDuty*s.Build), maxSnapshotWait))
+		t.Reset(tickWait(s.Build))
 	}
+}
+
+// tickWait is how long a tick waits after a build that took build.
+func tickWait(build time.Duration) time.Duration {
+	return min(max(SnapshotInterval, snapshotDuty*build), maxSnapshotWait)
 }
 
 // row is what a snapshot keeps of one worker, copied under the collector's

@@ -411,3 +411,17 @@ func TestSnapshotFlagsAsReference(t *testing.T) {
 	}
 	checkAgainstReference(t, snap)
 }
+
+// A tick waits SnapshotInterval, or snapshotDuty builds if longer, but
+// never more than maxSnapshotWait: a snapshot is at most that and a build
+// old, however slow the machine.
+func TestTickWait(t *testing.T) {
+	for build, want := range map[time.Duration]time.Duration{
+		0: SnapshotInterval, 10 * time.Millisecond: SnapshotInterval, 100 * time.Millisecond: 400 * time.Millisecond,
+		125 * time.Millisecond: 500 * time.Millisecond, time.Second: 500 * time.Millisecond,
+	} {
+		if got := tickWait(build); got != want {
+			t.Errorf("after a build of %v a tick waits %v, want %v", build, got, want)
+		}
+	}
+}
