@@ -256,6 +256,12 @@ func TestScale(t *testing.T) {
 		}
 	})
 
+	if path := os.Getenv("PICLUSTER_SCALE_HEAP"); path != "" { // the base for pprof -base: what the run allocates
+		if f, err := os.Create(path + ".start"); err == nil {
+			_ = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
 	var ru0 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	wall0 := time.Now()
