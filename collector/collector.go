@@ -232,7 +232,7 @@ type Collector struct {
 	dirty    map[string]bool // workers credited since the last checkpoint
 	savedPos string          // the mark the checkpoint on the bus holds at least
 	refused  map[string]bool // streams not tracked (MaxWorkers), up to maxLogged
-	history  history
+	history  history // its own lock: History never takes mu
 	rejected map[wire.Reason]uint64
 	logged   map[string]bool
 	started  time.Time
@@ -947,8 +947,4 @@ func presence(now, seen time.Time, batchSeconds float64, left bool) string {
 
 // History returns the estimate after each change of the pool, oldest
 // first, thinned to at most MaxHistory points.
-func (c *Collector) History() []Point {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]Point(nil), c.history.pts...)
-}
+func (c *Collector) History() []Point { return c.history.points() }

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"math"
+	"sync"
 	"time"
 
 	"github.com/picluster/picluster/mcpi"
@@ -19,13 +20,26 @@ type Point struct {
 // job of a week keeps a history of the same size, denser at its end.
 const MaxHistory = 2000
 
-// history is the estimate after every change of the pool, thinned.
+// history is the estimate after every change of the pool, thinned. It has
+// a lock of its own, so that History (/api/history) never waits for the
+// collector's: add is called with the collector's mu held, and takes mu
+// inside it.
 type history struct {
+	mu  sync.Mutex
 	pts []Point
+}
+
+// points returns a copy of the history.
+func (h *history) points() []Point {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Point(nil), h.pts...)
 }
 
 func (h *history) add(t mcpi.Tally, at time.Time) {
 	p := Point{N: t.N.Float64(), Pi: t.Pi(), StdErr: t.StdErr(), At: at}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if p.N <= 0 || math.IsNaN(p.Pi) || len(h.pts) > 0 && p.N <= h.pts[len(h.pts)-1].N {
 		return
 	}

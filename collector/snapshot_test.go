@@ -425,3 +425,32 @@ func TestTickWait(t *testing.T) {
 		}
 	}
 }
+
+// While Run ticks, what the views call (Snapshot, History, and a
+// snapshot's Page, Fastest and Worker) never waits for the lock that
+// crediting takes.
+func TestViewsNeverTakeTheCreditLock(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c, _ := snapCollector(t, &now)
+	e := trueEntry("w", 1, 1000)
+	c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: "1-0", Payload: wire.EncodeEntry(e)}})
+	c.refresh()
+	c.snaps.ticking.Store(true) // as while Run runs
+	defer c.snaps.ticking.Store(false)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s := c.Snapshot()
+		s.Page(0, 10)
+		s.Fastest(5)
+		s.Worker("w")
+		c.History()
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a view waited for the collector's lock")
+	}
+}
