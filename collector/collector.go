@@ -232,7 +232,7 @@ type Collector struct {
 	dirty    map[string]bool // workers credited since the last checkpoint
 	savedPos string          // the mark the checkpoint on the bus holds at least
 	refused  map[string]bool // streams not tracked (MaxWorkers), up to maxLogged
-	history  history // its own lock: History never takes mu
+	history  history         // its own lock: History never takes mu
 	rejected map[wire.Reason]uint64
 	logged   map[string]bool
 	started  time.Time
