@@ -130,7 +130,8 @@ type Config struct {
 	// ledger trimmed. Default 2s.
 	CheckpointEvery time.Duration
 	// LedgerWindow is how long credited entries stay in the ledger for
-	// `picluster verify`. Default 60s.
+	// `picluster verify`, at least (at most about 1.25 times as long: a
+	// stream is trimmed at most every quarter window). Default 60s.
 	LedgerWindow time.Duration
 	// SweepEvery is how often every worker's stream is read, and the target
 	// looked at; streams whose entries are announced on the channel are read
@@ -255,7 +256,7 @@ type Collector struct {
 	dirty    map[string]bool // workers credited since the last checkpoint
 	savedPos string          // the mark the checkpoint on the bus holds at least
 	refused  map[string]bool // streams not tracked (MaxWorkers), up to maxLogged
-	history  history
+	history  history         // its own lock: History never takes mu
 	rejected map[wire.Reason]uint64
 	logged   map[string]bool
 	started  time.Time
@@ -267,6 +268,7 @@ type Collector struct {
 	bye      chan struct{}   // poked on every goodbye
 	loaded   chan struct{}   // closed once the job is loaded
 	bell     *bell           // the streams with news, from the channel
+	swept    time.Duration   // how long the last sweep of Run's reader took
 
 	snaps snapshots // the views' snapshot, built once per tick (snapshot.go)
 }
@@ -540,9 +542,12 @@ func (c *Collector) read(ctx context.Context) error {
 			start := time.Now()
 			if err = c.sweep(ctx); err == nil {
 				last, took = time.Now(), time.Since(start)
+				c.mu.Lock()
+				c.swept = took
+				c.mu.Unlock()
 			}
 		} else {
-			_, err = c.readStreams(ctx, hot)
+			_, err = c.readStreams(ctx, hot, false)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -624,7 +629,7 @@ func (c *Collector) sweep(ctx context.Context) error {
 			break
 		}
 	}
-	if _, err := c.readStreams(ctx, ids); err != nil {
+	if _, err := c.readStreams(ctx, ids, true); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -670,14 +675,25 @@ func (c *Collector) ensureAhead(ctx context.Context) error {
 // tracks fewer streams than it may. Streams not tracked yet, and those that
 // held an oversized entry, are read carefully: one entry each, carefulKeys
 // streams at a time, so that no read holds more than carefulKeys entries
-// of unknown size (each at most Redis's proto-max-bulk-len).
-func (c *Collector) readStreams(ctx context.Context, workers []string) (int, error) {
+// of unknown size (each at most Redis's proto-max-bulk-len). With hot (a
+// sweep), it reads the streams announced meanwhile between two pages of
+// workers, so that a sweep of many streams does not hold up the news.
+func (c *Collector) readStreams(ctx context.Context, workers []string, hot bool) (int, error) {
 	type read struct {
 		from  []wire.Cursor
 		count int
 	}
 	total := 0
 	for len(workers) > 0 {
+		if hot {
+			if news := c.bell.take(); len(news) > 0 {
+				n, err := c.readStreams(ctx, news, false)
+				total += n
+				if err != nil {
+					return total, err
+				}
+			}
+		}
 		chunk := workers[:min(len(workers), ledgerKeys)]
 		workers = workers[len(chunk):]
 		reads := []read{{count: ledgerPage}}
@@ -751,9 +767,11 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 			continue
 		}
 		c.pool.cursor[le.Worker] = le.ID
-		c.pool.moved[le.Worker] = true
+		if _, ok := c.pool.moved[le.Worker]; !ok {
+			c.pool.moved[le.Worker] = "" // trim it at the next trim
+		}
 		if len(le.Payload) > wire.MaxSize {
-			c.pool.bulky[le.Worker] = true // read alone from now on
+			c.pool.bulky[le.Worker] = true // read carefully from now on
 		}
 		e, err := c.check(le)
 		if err != nil {
@@ -1004,8 +1022,4 @@ func presence(now, seen time.Time, batchSeconds float64, left bool) string {
 
 // History returns the estimate after each change of the pool, oldest
 // first, thinned to at most MaxHistory points.
-func (c *Collector) History() []Point {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]Point(nil), c.history.pts...)
-}
+func (c *Collector) History() []Point { return c.history.points() }

@@ -488,3 +488,99 @@ func TestOversizedStreamsAreReadAlone(t *testing.T) {
 		}
 	}
 }
+
+// trimCounter counts the trims of each stream.
+type trimCounter struct {
+	*membus.Bus
+	mu    sync.Mutex
+	trims map[string]int
+}
+
+func (b *trimCounter) TrimLedgers(ctx context.Context, minIDs map[string]string) error {
+	b.mu.Lock()
+	for w := range minIDs {
+		b.trims[w]++
+	}
+	b.mu.Unlock()
+	return b.Bus.TrimLedgers(ctx, minIDs)
+}
+
+// A stream read on and on is trimmed once per quarter of the ledger window,
+// not at every checkpoint, and keeps at most about 1.25 windows of entries.
+func TestTrimEveryQuarterWindow(t *testing.T) {
+	mem := membus.New()
+	bus := &trimCounter{Bus: mem, trims: map[string]int{}}
+	const window, every = 200 * time.Millisecond, 5 * time.Millisecond
+	c := newCollector(t, bus, collector.Config{CheckpointEvery: every, SweepEvery: every, LedgerWindow: window, VerifyFraction: 1e-9})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var st wire.State
+	waitFor(t, func() bool { b, _ := mem.State(ctx); st, _ = wire.DecodeState(b); return st.Job != "" })
+	start := time.Now()
+	for seq := uint64(1); time.Since(start) < 1500*time.Millisecond; seq++ {
+		appendEntries(t, mem, nil, entry(st, "w", seq, 4096, 0))
+		time.Sleep(every)
+	}
+	bus.mu.Lock()
+	trims := bus.trims["w"]
+	bus.mu.Unlock()
+	// 1.3 s of trim points past the window: about 26 quarters, 260 checkpoints.
+	if trims < 3 || trims > 60 {
+		t.Errorf("the stream was trimmed %d times in 1.5 s with a window of %v: want one per quarter window", trims, window)
+	}
+	n, _ := mem.LedgerLen(ctx, "w")
+	if most := int64((window + window/4 + 100*time.Millisecond) / every); n > most {
+		t.Errorf("the stream holds %d entries, one per %v: want at most %d", n, every, most)
+	}
+	t.Logf("%d trims, %d entries kept", trims, n)
+}
+
+// slowBus takes delay over each read of many streams (a sweep's pages).
+type slowBus struct {
+	*membus.Bus
+	delay time.Duration
+	pages atomic.Int64
+}
+
+func (b *slowBus) ReadLedgers(ctx context.Context, from []wire.Cursor, count int) ([]wire.LedgerEntry, error) {
+	if len(from) > 1 {
+		b.pages.Add(1)
+		time.Sleep(b.delay)
+	}
+	return b.Bus.ReadLedgers(ctx, from, count)
+}
+
+// A sweep of many streams reads the streams announced meanwhile between
+// its pages: news does not wait for the sweep's end.
+func TestSweepReadsNewsBetweenPages(t *testing.T) {
+	mem := membus.New()
+	bus := &slowBus{Bus: mem, delay: 30 * time.Millisecond}
+	st := wire.State{Status: wire.Running, Job: "00000000000000e1", Seed: "00000000000000e2", MaxN: wire.MaxEntryN}
+	if err := mem.SetState(context.Background(), wire.EncodeState(st)); err != nil {
+		t.Fatal(err)
+	}
+	const pages = 20
+	for w := range pages * 256 {
+		appendEntries(t, mem, nil, entry(st, fmt.Sprint("w", w), 1, 64, 0))
+	}
+	c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, func() bool { return bus.pages.Load() >= 2 }) // the start-up sweep is under way
+	appendEntries(t, mem, nil, entry(st, "news", 1, 64, 0))
+	waitFor(t, func() bool {
+		for _, w := range c.Summary().WorkerTable {
+			if w.ID == "news" {
+				return true
+			}
+		}
+		return false
+	})
+	if read := bus.pages.Load(); read >= pages {
+		t.Errorf("the news was credited after the sweep's %d pages; want between them", read)
+	}
+}

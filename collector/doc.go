@@ -30,7 +30,8 @@
 // ended when it returns. Summary, Snapshot and History may be called from
 // any goroutine at any time. Views read Snapshot: one build per tick
 // (SnapshotInterval), outside the lock that crediting takes, shared by all
-// of them (snapshot.go).
+// of them, its worker table compact and shared with the snapshots before
+// it, rows made only for what a view asks (snapshot.go).
 //
 // Summary also carries the cross-checks of the error bar (the SE implied by
 // the scatter of the accepted chunks of samples, a χ² homogeneity test across

@@ -18,3 +18,6 @@ func (c *Collector) Credited() uint64 {
 	defer c.mu.Unlock()
 	return c.pool.accepted
 }
+
+// Rebuild builds and publishes a snapshot, as Run's tick does.
+func (c *Collector) Rebuild() *Snapshot { return c.refresh() }

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"math"
+	"sync"
 	"time"
 
 	"github.com/picluster/picluster/mcpi"
@@ -19,14 +20,27 @@ type Point struct {
 // job of a week keeps a history of the same size, denser at its end.
 const MaxHistory = 2000
 
-// history is the estimate after every change of the pool, thinned.
+// history is the estimate after every change of the pool, thinned. It has
+// a lock of its own, so that History (/api/history) never waits for the
+// collector's: add is called with the collector's mu held, and takes mu
+// inside it.
 type history struct {
+	mu  sync.Mutex
 	pts []Point
 	se  func(mcpi.Tally) float64 // the pool's standard error; nil: binomial
 }
 
+// points returns a copy of the history.
+func (h *history) points() []Point {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Point(nil), h.pts...)
+}
+
 func (h *history) add(t mcpi.Tally, at time.Time) {
 	p := Point{N: t.N.Float64(), Pi: t.Pi(), StdErr: t.StdErr(), At: at}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.se != nil {
 		p.StdErr = h.se(t)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,14 +31,13 @@ const trimmedField = "trimmed"
 // it must neither checkpoint nor trim the new one.
 var ErrJobReset = errors.New("the job was reset by another collector (its state names another job): this collector stops")
 
-// tend checkpoints, records this collector's mark among the readers and
-// refreshes the quarantine every CheckpointEvery, and trims the ledger every
-// LedgerWindow/4 (at least every CheckpointEvery), until ctx is done. When the job state names another job it
+// tend checkpoints, records this collector's mark among the readers,
+// refreshes the quarantine and trims the ledger every CheckpointEvery, until
+// ctx is done. When the job state names another job it
 // stops Run with ErrJobReset.
 func (c *Collector) tend(ctx context.Context, stop context.CancelCauseFunc) {
 	t := time.NewTicker(c.cfg.CheckpointEvery)
 	defer t.Stop()
-	var trimmed time.Time // the last trim: every LedgerWindow/4 is enough
 	for {
 		select {
 		case <-ctx.Done():
@@ -63,9 +61,8 @@ func (c *Collector) tend(ctx context.Context, stop context.CancelCauseFunc) {
 		}
 		c.checkpoint(ctx)
 		now, err := c.register(ctx)
-		if err == nil && time.Since(trimmed) >= max(c.cfg.CheckpointEvery, c.cfg.LedgerWindow/4) {
-			trimmed = time.Now()
-			err = c.trim(ctx, now)
+		if err == nil {
+			err = c.trim(ctx, now) // each stream at most every LedgerWindow/trimEvery
 		}
 		if err != nil && ctx.Err() == nil {
 			c.log.Warn("recording this collector's mark or trimming the ledger failed; retrying at the next checkpoint", "err", err)
@@ -161,9 +158,18 @@ func (c *Collector) checkpoint(ctx context.Context) {
 	}
 }
 
-// trim removes from the streams read on since the last trim what every
+// trimEvery: a stream is trimmed at most once every LedgerWindow/trimEvery
+// (of the trim point's advance), so that a job of many workers, each
+// appending every few seconds, costs a trim per stream per 15 s (by
+// default), not per checkpoint. Credited entries stay in the ledger for at
+// least LedgerWindow and at most about (1 + 1/trimEvery)·LedgerWindow +
+// CheckpointEvery.
+const trimEvery = 4
+
+// trim removes from the streams read on since their last trim what every
 // live collector has credited and checkpointed, but for the last
-// LedgerWindow, and records where it trimmed. A collector that finds that
+// LedgerWindow, and records where it trimmed; a stream trimmed less than
+// LedgerWindow/trimEvery ago waits (trimEvery). A collector that finds that
 // point past its own mark (it was away longer than readerTTL) reloads from
 // the checkpoint before it reads on (ensureAhead).
 func (c *Collector) trim(ctx context.Context, now wire.ID) error {
@@ -197,8 +203,14 @@ func (c *Collector) trim(ctx context.Context, now wire.ID) error {
 		return nil
 	}
 	minID := wire.ID{Ms: low.Ms - window}.String()
+	again := wire.ID{Ms: low.Ms - window - min(low.Ms-window, window/trimEvery)}.String() // streams trimmed at or after it wait
 	c.mu.Lock()
-	streams := slices.Collect(maps.Keys(c.pool.moved))
+	streams := make([]string, 0, len(c.pool.moved))
+	for w, at := range c.pool.moved {
+		if at == "" || wire.Later(again, at) {
+			streams = append(streams, w)
+		}
+	}
 	c.mu.Unlock()
 	for len(streams) > 0 {
 		chunk := streams[:min(len(streams), ledgerKeys)]
@@ -216,6 +228,8 @@ func (c *Collector) trim(ctx context.Context, now wire.ID) error {
 		for _, w := range chunk {
 			if !wire.Later(c.pool.cursor[w], minID) {
 				delete(c.pool.moved, w)
+			} else if _, ok := c.pool.moved[w]; ok {
+				c.pool.moved[w] = minID
 			}
 		}
 		c.mu.Unlock()

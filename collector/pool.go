@@ -29,8 +29,9 @@ type pool struct {
 	mark string
 	// cursor is where each tracked worker's stream has been read to.
 	cursor map[string]string
-	// moved are the streams read past the last trim point: trim them.
-	moved map[string]bool
+	// moved are the streams read past their last trim point, each with
+	// that point ("" if none): trim them, each at most every trimEvery.
+	moved map[string]string
 	// bulky are the streams that held an entry over wire.MaxSize bytes.
 	bulky map[string]bool
 	// touched are the workers whose credit, presence or quarantine changed
@@ -41,7 +42,7 @@ type pool struct {
 
 func newPool() *pool {
 	return &pool{workers: make(map[string]*wire.Credit), quarantined: make(map[string]wire.QuarantineRecord),
-		seen: make(map[string]time.Time), left: make(map[string]bool), cursor: make(map[string]string), moved: make(map[string]bool), bulky: make(map[string]bool),
+		seen: make(map[string]time.Time), left: make(map[string]bool), cursor: make(map[string]string), moved: make(map[string]string), bulky: make(map[string]bool),
 		touched: make(map[string]struct{})}
 }
 

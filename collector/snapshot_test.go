@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/picluster/picluster/internal/membus"
 	"github.com/picluster/picluster/internal/wire"
@@ -64,7 +66,7 @@ func TestSnapshotMatchesAFullBuild(t *testing.T) {
 			seqs[id]++
 			e := trueEntry(id, seqs[id], 1000+uint64(len(id))*100)
 			ledger++
-			c.creditAll([]wire.LedgerEntry{{ID: fmt.Sprintf("%d-0", ledger), Payload: wire.EncodeEntry(e)}})
+			c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("%d-0", ledger), Payload: wire.EncodeEntry(e)}})
 			credited = append(credited, e)
 		case what < 7: // a heartbeat or a goodbye
 			st := wire.Alive
@@ -94,11 +96,12 @@ func TestSnapshotMatchesAFullBuild(t *testing.T) {
 		c.snaps.table = tableCache{}
 		full := c.build()
 		c.snaps.table = kept
-		got, _ := json.Marshal(incremental.Summary)
-		want, _ := json.Marshal(full.Summary)
+		got, _ := json.Marshal(incremental.Full())
+		want, _ := json.Marshal(full.Full())
 		if string(got) != string(want) {
 			t.Fatalf("step %d (%d): the snapshot differs from a full build:\n got %s\nwant %s", step, what, got, want)
 		}
+		checkAgainstReference(t, incremental)
 		if step%50 == 0 && incremental.Copied > len(seqs) {
 			t.Errorf("step %d: copied %d rows of %d workers", step, incremental.Copied, len(seqs))
 		}
@@ -123,7 +126,7 @@ func TestSnapshotIsConsistent(t *testing.T) {
 				}
 				ledger++
 				e := wire.Entry{Job: snapJob.Job, Seed: snapJob.Seed, Worker: fmt.Sprint("w", w), Seq: seq, N: 1 << 20, Hits: 823550 + uint64(w), Kernel: "go", Seconds: 0.1}
-				c.creditAll([]wire.LedgerEntry{{ID: fmt.Sprintf("%d-0", ledger), Payload: wire.EncodeEntry(e)}})
+				c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("%d-0", ledger), Payload: wire.EncodeEntry(e)}})
 				if w%3 == 0 {
 					c.Handle([]byte(`{"n": 1000, "pi_approx": 3.2}`))
 				}
@@ -132,7 +135,8 @@ func TestSnapshotIsConsistent(t *testing.T) {
 	})
 	defer func() { close(stop); wg.Wait() }()
 	for range 200 {
-		s := c.refresh()
+		snap := c.refresh()
+		s := snap.Full()
 		var n mcpi.Count
 		var batches uint64
 		for _, w := range s.WorkerTable {
@@ -141,10 +145,10 @@ func TestSnapshotIsConsistent(t *testing.T) {
 		}
 		if want := s.N.Sub(s.AnonymousN); n != want || batches+s.Anonymous != s.Batches || len(s.WorkerTable) != s.Workers {
 			t.Fatalf("snapshot %d: the table sums to N %v in %d+%d batches of %d workers; its aggregates say %v, %d, %d",
-				s.Seq, n, batches, s.Anonymous, len(s.WorkerTable), want, s.Batches, s.Workers)
+				snap.Seq, n, batches, s.Anonymous, len(s.WorkerTable), want, s.Batches, s.Workers)
 		}
 		if !slices.IsSortedFunc(s.WorkerTable, func(a, b WorkerStats) int { return cmpString(a.ID, b.ID) }) {
-			t.Fatalf("snapshot %d: the table is not sorted by id", s.Seq)
+			t.Fatalf("snapshot %d: the table is not sorted by id", snap.Seq)
 		}
 	}
 }
@@ -219,5 +223,234 @@ func TestSnapshotTicks(t *testing.T) {
 	<-done
 	if s := c.Snapshot(); s.StoppedBy != string(StopSignal) {
 		t.Errorf("the snapshot after Run says stopped_by %q, want %q", s.StoppedBy, string(StopSignal))
+	}
+}
+
+// checkAgainstReference recomputes the checks, z-scores, flags and counts
+// of a snapshot's table with workerStats, the computation over a whole
+// []WorkerStats, and compares.
+func checkAgainstReference(t *testing.T, snap *Snapshot) {
+	t.Helper()
+	full := snap.Full()
+	ws := slices.Clone(full.WorkerTable)
+	var active []WorkerStats
+	counts := map[string]int{wire.Alive: 0, wire.Left: 0, "vanished": 0, "quarantined": 0}
+	for _, w := range ws {
+		counts[w.Status]++
+		if w.Status != "quarantined" {
+			active = append(active, w)
+		}
+	}
+	total := mcpi.Tally{N: snap.N, Hits: snap.Hits}
+	checks := workerStats(active, total)
+	close := func(a, b Float) bool {
+		x, y := float64(a), float64(b)
+		return x == y || math.IsNaN(x) && math.IsNaN(y) || math.Abs(x-y) <= 1e-9*math.Max(math.Abs(x), math.Abs(y))
+	}
+	if !close(checks.Chi2, snap.Checks.Chi2) || checks.Chi2DF != snap.Checks.Chi2DF || !close(checks.Chi2P, snap.Checks.Chi2P) {
+		t.Fatalf("snapshot %d: χ² %v on %d (p %v), the reference %v on %d (p %v)", snap.Seq,
+			snap.Checks.Chi2, snap.Checks.Chi2DF, snap.Checks.Chi2P, checks.Chi2, checks.Chi2DF, checks.Chi2P)
+	}
+	var flagged []string
+	for i, w := range active {
+		ref := active[i]
+		got, _ := snap.Worker(w.ID)
+		if !close(got.Z, ref.Z) || got.Flagged != ref.Flagged || got.Pi != ref.Pi {
+			t.Fatalf("snapshot %d: worker %s z %v flagged %v, the reference z %v flagged %v", snap.Seq, w.ID, got.Z, got.Flagged, ref.Z, ref.Flagged)
+		}
+		if ref.Flagged {
+			flagged = append(flagged, w.ID)
+		}
+	}
+	if fmt.Sprint(flagged) != fmt.Sprint(full.Flagged) || full.FlaggedCount != len(flagged) {
+		t.Fatalf("snapshot %d: flagged %v (%d), the reference %v", snap.Seq, full.Flagged, full.FlaggedCount, flagged)
+	}
+	if fmt.Sprint(counts) != fmt.Sprint(snap.WorkersByStatus) {
+		t.Fatalf("snapshot %d: workers by status %v, the table's %v", snap.Seq, snap.WorkersByStatus, counts)
+	}
+}
+
+// A snapshot never changes once published: the builds after it copy the
+// chunks they write into, however many workers change meanwhile.
+func TestSnapshotIsImmutable(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c, _ := snapCollector(t, &now)
+	credit := func(w int, seq uint64) {
+		e := wire.Entry{Job: snapJob.Job, Seed: snapJob.Seed, Worker: fmt.Sprintf("w%03d", w), Seq: seq, N: 1 << 20, Hits: 823550 + uint64(w), Kernel: "go", Seconds: 0.1}
+		c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("%d-%d", seq, w), Payload: wire.EncodeEntry(e)}})
+	}
+	for w := range 100 {
+		credit(w, 1)
+	}
+	first := c.refresh()
+	want, _ := json.Marshal(first.Full())
+	for seq := uint64(2); seq < 6; seq++ {
+		for w := 0; w < 100; w += int(seq) {
+			credit(w, seq)
+		}
+		credit(100+int(seq), 1) // a new worker: a new order
+		c.mu.Lock()
+		c.pool.quarantine(fmt.Sprintf("w%03d", seq), wire.QuarantineRecord{Reason: "test", Seq: 1})
+		c.mu.Unlock()
+		now = now.Add(time.Second)
+		c.refresh()
+	}
+	if got, _ := json.Marshal(first.Full()); string(got) != string(want) {
+		t.Fatalf("the first snapshot changed after later builds:\n got %s\nwant %s", got, want)
+	}
+}
+
+// A build allocates for the workers changed since the last, not for the
+// whole table: the views make rows only for what they serve.
+func TestSnapshotBuildAllocatesPerChange(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c, _ := snapCollector(t, &now)
+	const workers = 20_000
+	es := make([]wire.LedgerEntry, workers)
+	for w := range es {
+		e := wire.Entry{Job: snapJob.Job, Seed: snapJob.Seed, Worker: fmt.Sprintf("w%06d", w), Seq: 1, N: 1 << 20, Hits: 823550 + uint64(w%1000), Kernel: "go", Seconds: 0.1}
+		es[w] = wire.LedgerEntry{Worker: e.Worker, ID: fmt.Sprintf("1-%d", w), Payload: wire.EncodeEntry(e)}
+	}
+	c.creditAll(es)
+	c.refresh()
+	var before, after runtime.MemStats
+	seq := uint64(1)
+	allocs := func() uint64 {
+		seq++
+		for w := 0; w < workers; w += workers / 10 { // ten workers change
+			e := wire.Entry{Job: snapJob.Job, Seed: snapJob.Seed, Worker: fmt.Sprintf("w%06d", w), Seq: seq, N: 1 << 20, Hits: 823550, Kernel: "go", Seconds: 0.1}
+			c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("%d-%d", seq, w), Payload: wire.EncodeEntry(e)}})
+		}
+		runtime.ReadMemStats(&before)
+		s := c.refresh()
+		runtime.ReadMemStats(&after)
+		if s.Copied != 10 || s.Len() != workers {
+			t.Fatalf("copied %d rows of %d, want 10 of %d", s.Copied, s.Len(), workers)
+		}
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	allocs()
+	table := uint64(workers) * uint64(unsafe.Sizeof(WorkerStats{}))
+	if got := allocs(); got > table/20 {
+		t.Errorf("a build after ten changes allocated %d B; the table's rows are %d B", got, table)
+	}
+}
+
+// A collector's snapshot serves pages, the fastest and single workers as
+// a table made by hand does, and cuts Flagged and Quarantined to MaxListed,
+// counting them all.
+func TestSnapshotOfCollector(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c, _ := snapCollector(t, &now)
+	const workers, off = 2300, 115
+	for w := range workers {
+		hits := uint64(823550)
+		if w%20 == 1 { // one in twenty far off: flagged
+			hits = 900000
+		}
+		e := wire.Entry{Job: snapJob.Job, Seed: snapJob.Seed, Worker: fmt.Sprintf("w%04d", w), Seq: 1, N: 1 << 20, Hits: hits, Kernel: "go", Seconds: 0.1 + float64(w%17)/100}
+		c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("1-%d", w), Payload: wire.EncodeEntry(e)}})
+	}
+	c.mu.Lock()
+	for w := 2; w < workers; w += 20 { // as many quarantined
+		c.pool.quarantine(fmt.Sprintf("w%04d", w), wire.QuarantineRecord{Reason: "test", Seq: 1})
+	}
+	c.mu.Unlock()
+	snap := c.refresh()
+	full := snap.Full()
+	hand := &Snapshot{Summary: full}
+	if snap.Len() != workers || hand.Len() != workers {
+		t.Fatalf("Len %d and %d, want %d", snap.Len(), hand.Len(), workers)
+	}
+	js := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+	for _, pg := range [][2]int{{0, 10}, {2170, 20}, {2290, 50}, {2300, 5}, {-3, 4}} {
+		if got, want := js(snap.Page(pg[0], pg[1])), js(hand.Page(pg[0], pg[1])); got != want {
+			t.Errorf("Page(%d, %d) = %s, want %s", pg[0], pg[1], got, want)
+		}
+	}
+	for _, k := range []int{1, 20, fastestKept, fastestKept + 1, workers + 5} {
+		if got, want := js(snap.Fastest(k)), js(hand.Fastest(k)); got != want {
+			t.Errorf("Fastest(%d) = %s, want %s", k, got, want)
+		}
+	}
+	for _, id := range []string{"w0000", "w0001", "w0002", "w2299", "w1502", "nobody"} {
+		got, ok := snap.Worker(id)
+		want, wok := hand.Worker(id)
+		if ok != wok || js(got) != js(want) {
+			t.Errorf("Worker(%s) = %s %v, want %s %v", id, js(got), ok, js(want), wok)
+		}
+	}
+	if len(full.Flagged) != off || full.FlaggedCount != off || len(full.Quarantined) != off {
+		t.Fatalf("the full summary lists %d flagged (%d) and %d quarantined, want %d each", len(full.Flagged), full.FlaggedCount, len(full.Quarantined), off)
+	}
+	if len(snap.Flagged) != MaxListed || snap.FlaggedCount != off || len(snap.Quarantined) != MaxListed || snap.WorkersByStatus["quarantined"] != off {
+		t.Errorf("the snapshot lists %d flagged (count %d) and %d quarantined (count %d), want %d of %d each",
+			len(snap.Flagged), snap.FlaggedCount, len(snap.Quarantined), snap.WorkersByStatus["quarantined"], MaxListed, off)
+	}
+	if js(snap.Flagged) != js(full.Flagged[:MaxListed]) || js(snap.Quarantined) != js(full.Quarantined[:MaxListed]) {
+		t.Error("the snapshot's lists are not the first of the full ones")
+	}
+	if len(snap.WorkerTable) != MaxListed || !snap.WorkerTable[0].Flagged || snap.WorkerTable[0].ID != full.Flagged[0] {
+		t.Errorf("the snapshot's WorkerTable has %d rows, want the %d first flagged", len(snap.WorkerTable), MaxListed)
+	}
+	checkAgainstReference(t, snap)
+}
+
+// Workers whose z-scores span the flag boundary are flagged as workerStats
+// flags them, no more, no fewer.
+func TestSnapshotFlagsAsReference(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c, _ := snapCollector(t, &now)
+	for k := -500; k <= 500; k++ {
+		e := wire.Entry{Job: snapJob.Job, Seed: snapJob.Seed, Worker: fmt.Sprintf("w%04d", k+500), Seq: 1, N: 1 << 20, Hits: uint64(823550 + 26*k), Kernel: "go", Seconds: 0.1}
+		c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("1-%d", k+500), Payload: wire.EncodeEntry(e)}})
+	}
+	snap := c.refresh()
+	if snap.FlaggedCount < 100 || snap.FlaggedCount > 900 {
+		t.Fatalf("%d of 1001 flagged: the test wants the boundary inside the spread", snap.FlaggedCount)
+	}
+	checkAgainstReference(t, snap)
+}
+
+// A tick waits SnapshotInterval, or snapshotDuty builds if longer, but
+// never more than maxSnapshotWait: a snapshot is at most that and a build
+// old, however slow the machine.
+func TestTickWait(t *testing.T) {
+	for build, want := range map[time.Duration]time.Duration{
+		0: SnapshotInterval, 10 * time.Millisecond: SnapshotInterval, 100 * time.Millisecond: 400 * time.Millisecond,
+		125 * time.Millisecond: 500 * time.Millisecond, time.Second: 500 * time.Millisecond,
+	} {
+		if got := tickWait(build); got != want {
+			t.Errorf("after a build of %v a tick waits %v, want %v", build, got, want)
+		}
+	}
+}
+
+// While Run ticks, what the views call (Snapshot, History, and a
+// snapshot's Page, Fastest and Worker) never waits for the lock that
+// crediting takes.
+func TestViewsNeverTakeTheCreditLock(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c, _ := snapCollector(t, &now)
+	e := trueEntry("w", 1, 1000)
+	c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: "1-0", Payload: wire.EncodeEntry(e)}})
+	c.refresh()
+	c.snaps.ticking.Store(true) // as while Run runs
+	defer c.snaps.ticking.Store(false)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s := c.Snapshot()
+		s.Page(0, 10)
+		s.Fastest(5)
+		s.Worker("w")
+		c.History()
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a view waited for the collector's lock")
 	}
 }

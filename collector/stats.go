@@ -220,6 +220,11 @@ func chi2(ws []WorkerStats, tested mcpi.Tally) (Float, int, Float) {
 	if df < 1 {
 		return Float(math.NaN()), 0, Float(math.NaN())
 	}
+	return chi2Of(x, df)
+}
+
+// chi2Of returns the statistic x on df degrees of freedom and its p-value.
+func chi2Of(x float64, df int) (Float, int, Float) {
 	return Float(x), df, Float(distuv.ChiSquared{K: float64(df)}.Survival(x))
 }
 

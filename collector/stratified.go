@@ -113,7 +113,7 @@ func (c *Collector) stdErr(t mcpi.Tally) float64 {
 // job: StdErr, CI95 and the digits come from the replicates; c.mu is held.
 func (c *Collector) stratifiedSummary(s *Summary) {
 	s.Estimator = mcpi.MC
-	s.Slope = Float(Slope(c.history.pts))
+	s.Slope = Float(Slope(c.history.points()))
 	if c.job.Cells == 0 {
 		return
 	}

@@ -2,7 +2,6 @@ package collector
 
 import (
 	"encoding/json"
-	"fmt"
 	"math"
 	"time"
 
@@ -94,10 +93,16 @@ type Summary struct {
 	Checks Checks `json:"checks"`
 	// Verification is the replay check of the ledger's entries.
 	Verification Verification `json:"verification"`
-	// Quarantined are the workers a replay proved wrong; their samples are out of N.
+	// Quarantined are the workers a replay proved wrong, by id; their
+	// samples are out of N. WorkersByStatus counts them all.
 	Quarantined []QuarantineInfo `json:"quarantined"`
-	// Flagged are the ids of the workers whose tally is implausible (see FlagAlpha).
+	// Flagged are the ids of the workers whose tally is implausible (see
+	// FlagAlpha), by id. /api/state and /api/events list the first 100
+	// (collector.MaxListed) of them, and of Quarantined.
 	Flagged []string `json:"flagged"`
+	// FlaggedCount is how many workers are flagged, all of them however
+	// many Flagged lists.
+	FlaggedCount int `json:"flagged_count"`
 	// WorkersByStatus counts the workers credited by presence status:
 	// "alive", "left", "vanished" and "quarantined", every one present.
 	// Complete however /api/state pages worker_table.
@@ -126,12 +131,13 @@ func (f Float) MarshalJSON() ([]byte, error) {
 func (c *Collector) Summary() Summary {
 	c.snaps.mu.Lock()
 	defer c.snaps.mu.Unlock()
-	return c.build().Summary
+	return c.build().Full()
 }
 
 // build copies, under c.mu, the aggregates and the workers changed since
-// the last build, and computes the rest outside it: the per-worker table,
-// the checks and the rates. c.snaps.mu is held.
+// the last build, and computes the rest outside it: the checks, the flags,
+// the counts and the rates. The rows of the table are made when a view
+// asks for them (Snapshot.Page). c.snaps.mu is held.
 func (c *Collector) build() *Snapshot {
 	start := time.Now()
 	now := c.cfg.Now()
@@ -145,66 +151,34 @@ func (c *Collector) build() *Snapshot {
 		Workers: len(p.workers) - len(p.quarantined), Batches: p.batches, Anonymous: p.anonBatches,
 		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: p.duplicates, Gaps: p.gaps,
 		LedgerPos: p.mark, StoppedBy: c.stopped, Stale: c.stale, TargetSE: Float(c.cfg.TargetSE), Accepted: p.accepted,
-		Verification: ver, Quarantined: []QuarantineInfo{},
+		Verification: ver,
 	}
-	c.stratifiedSummary(&s)
+	lo, hi := t.CI95()
+	s.Pi, s.StdErr, s.CI95 = Float(t.Pi()), Float(t.StdErr()), [2]Float{Float(lo), Float(hi)}
+	s.PiDigits = CertainDigits(t.Pi(), lo, hi)
+	c.stratifiedSummary(&s) // in a stratified job, the error bar is the replicates' one
 	for r, n := range c.rejected {
 		s.Rejected = sat(s.Rejected, n)
 		s.RejectedBy[string(r)] = n
 	}
-	started, synced, baseN := c.started, c.synced, c.baseN
+	started, synced, baseN, swept := c.started, c.synced, c.baseN, c.swept
 	copied := c.snaps.table.capture(p)
 	c.mu.Unlock()
 	locked := time.Since(acquired)
 
-	lo, hi := t.CI95()
 	secs := now.Sub(started).Seconds()
 	s.Mode = "open"
 	if c.cfg.Key != nil {
 		s.Mode = "secure"
 	}
-	s.Pi, s.StdErr, s.CI95 = Float(t.Pi()), Float(t.StdErr()), [2]Float{Float(lo), Float(hi)}
-	s.Bias, s.PiDigits, s.Seconds = mcpi.PiBias, CertainDigits(t.Pi(), lo, hi), Float(secs)
+	s.Bias, s.Seconds = mcpi.PiBias, Float(secs)
 
-	tc := &c.snaps.table
-	tc.sort()
-	s.WorkerTable = make([]WorkerStats, 0, len(tc.rows))
-	var quarantined []WorkerStats
-	for i := range tc.rows {
-		r := &tc.rows[i]
-		cr := &r.cr
-		w := WorkerStats{ID: r.id, N: cr.TotalN, Hits: cr.TotalHits, Seq: cr.Seq, Kernel: cr.Kernel,
-			Entries: cr.Entries, Gaps: cr.Gaps, Verified: cr.Verified,
-			LastSeen: r.seen, Status: presence(now, r.seen, cr.Seconds, r.left),
-			tally: mcpi.TallyOf(cr.TotalN, cr.TotalHits)}
-		if cr.Seconds > 0 {
-			w.SamplesPerS = Float(float64(cr.N) / cr.Seconds)
-		}
-		if r.quarantined {
-			w.Status, w.Why = "quarantined", fmt.Sprintf("quarantined: %s at seq %d", r.rec.Reason, r.rec.Seq)
-			s.Quarantined = append(s.Quarantined, QuarantineInfo{Worker: r.id, QuarantineRecord: r.rec, N: cr.TotalN})
-			quarantined = append(quarantined, w)
-			continue
-		}
-		s.WorkerTable = append(s.WorkerTable, w)
-	}
-	s.Checks = workerStats(s.WorkerTable, t)
-	for i := range quarantined {
-		quarantined[i].Pi, quarantined[i].Z = Float(quarantined[i].tally.Pi()), Float(math.NaN())
-	}
-	s.WorkerTable = append(s.WorkerTable, quarantined...)
-	s.WorkersByStatus = countStatus(s.WorkerTable)
+	tab := c.snaps.table.freeze(now, t, &s)
 	dse, binom := disp.stdErr()
 	s.Checks.Chunks = int(disp.m)
 	s.Checks.EffectiveChunks = Float(disp.effective())
 	s.Checks.DispersionRatio = Float(dse / binom)
 	s.Checks.StdErrDispersion = Float(float64(s.StdErr) * dse / binom)
-	s.Flagged = []string{}
-	for i := range s.WorkerTable {
-		if w := &s.WorkerTable[i]; w.Flagged {
-			s.Flagged = append(s.Flagged, w.ID)
-		}
-	}
 	if credited := t.N.Sub(anon.N).Float64(); credited > 0 {
 		s.Verification.Cost = Float(ver.VerifiedN / credited)
 	} else {
@@ -219,5 +193,5 @@ func (c *Collector) build() *Snapshot {
 		need := t.N.Float64() * (se / c.cfg.TargetSE) * (se / c.cfg.TargetSE)
 		s.ETASeconds = Float(max(0, need-t.N.Float64()) / rate)
 	}
-	return &Snapshot{Summary: s, At: now, Build: time.Since(start), Lock: locked, Copied: copied}
+	return &Snapshot{Summary: s, At: now, Build: time.Since(start), Lock: locked, Copied: copied, Sweep: swept, tab: tab}
 }

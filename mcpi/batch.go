@@ -1,6 +1,13 @@
 package mcpi
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+)
+
+// blocks recycles the lanes' state of GroupHitsStop: a batch of 2³⁰
+// samples makes 256 of them.
+var blocks = sync.Pool{New: func() any { return new(block) }}
 
 const (
 	// Lanes is the number of independent generator streams of every batch.
@@ -69,7 +76,8 @@ func (b Batch) GroupHitsStop(g int, k Kernel, stop func() bool) (uint64, bool) {
 	if steps == 0 && first >= extra {
 		return 0, true
 	}
-	var blk block
+	blk := blocks.Get().(*block) // the kernel's indirect call would move a local block to the heap
+	defer blocks.Put(blk)
 	base := b.base()
 	for i := range GroupLanes {
 		blk.s[0][i], blk.s[1][i], blk.s[2][i], blk.s[3][i] = seedLane(base, first+i)
@@ -80,11 +88,11 @@ func (b Batch) GroupHitsStop(g int, k Kernel, stop func() bool) (uint64, bool) {
 			return 0, false
 		}
 		c := min(left, ChunkSteps)
-		misses += k.fn(&blk, c)
+		misses += k.fn(blk, c)
 		left -= c
 	}
 	for i := 0; i < GroupLanes && first+i < extra; i++ {
-		misses += stepLane(&blk, i)
+		misses += stepLane(blk, i)
 	}
 	return uint64(GroupLanes)*steps + uint64(max(0, min(GroupLanes, extra-first))) - misses, true
 }

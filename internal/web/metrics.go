@@ -56,7 +56,7 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(verDesc, float64(s.Verification.Verified), "exact")
 	counter(verDesc, float64(s.Verification.Failed), "mismatch")
 	gauge(pendDesc, float64(s.Verification.PendingN))
-	gauge(quarDesc, float64(len(s.Quarantined)))
+	gauge(quarDesc, float64(max(s.WorkersByStatus["quarantined"], len(s.Quarantined)))) // Quarantined lists the first collector.MaxListed
 	for _, w := range snap.Fastest(MetricsTopK) {
 		gauge(wRateDesc, float64(w.SamplesPerS), w.ID)
 		gauge(wZDesc, float64(w.Z), w.ID)
@@ -64,7 +64,7 @@ func (m metrics) Collect(ch chan<- prometheus.Metric) {
 	for st, n := range s.WorkersByStatus {
 		gauge(workersDesc, float64(n), st)
 	}
-	gauge(flaggedDesc, float64(len(s.Flagged)))
+	gauge(flaggedDesc, float64(max(s.FlaggedCount, len(s.Flagged))))
 	if s.StoppedBy != "" {
 		gauge(stopDesc, 1, s.StoppedBy)
 	}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -55,18 +57,17 @@ func TestScale(t *testing.T) {
 	rate, seconds := env("PICLUSTER_SCALE_RATE", 2000), env("PICLUSTER_SCALE_SECONDS", 20)
 	const n, probes, streams = 4096, 8, 10
 
+	// The job, and every entry the harness appends but the probes', drawn
+	// and signed before the collector starts, so that the harness's own
+	// sampling neither competes with the collector nor leaves its garbage
+	// in the process's RSS.
 	bus := membus.New()
-	c, err := collector.New(bus, collector.Config{Channel: "scale", MaxWorkers: workers + probes, Logger: quiet})
-	if err != nil {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	st := wire.State{Status: wire.Running, Job: "00000000000005ca", Seed: wire.FormatSeed(0x5ca1e), MaxN: wire.MaxEntryN}
+	if err := bus.SetState(ctx, wire.EncodeState(st)); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	<-c.Loaded()
-	var st wire.State
-	waitFor(t, func() bool { b, _ := bus.State(ctx); st, _ = wire.DecodeState(b); return st.Job != "" })
 	seed, _ := wire.ParseSeed(st.Seed)
 	k := mcpi.Pick()
 	signed := func(worker string, seq uint64) wire.Signed {
@@ -74,37 +75,67 @@ func TestScale(t *testing.T) {
 		return wire.Signed{Payload: wire.EncodeEntry(wire.Entry{Job: st.Job, Seed: st.Seed, Worker: worker, Seq: seq, N: n, Hits: h, Kernel: k.Name(), Seconds: 0.5 + float64(len(worker)%7)/10})}
 	}
 	id := func(i int) string { return fmt.Sprintf("worker-%06d", i) }
-
-	start := time.Now()
-	for i := range workers {
-		if err := bus.Append(ctx, id(i), []wire.Signed{signed(id(i), 1)}); err != nil {
-			t.Fatal(err)
+	type entry struct {
+		worker string
+		e      wire.Signed
+	}
+	// The load: rate entries a second, of random workers, in batches every 10 ms.
+	first, load := make([]entry, workers), make([]entry, 0, rate*seconds+rate)
+	{
+		for i := range first {
+			first[i] = entry{id(i), signed(id(i), 1)}
+		}
+		r := rand.New(rand.NewPCG(1, 2))
+		seqs := make([]uint64, workers)
+		for range cap(load) {
+			i := r.IntN(workers)
+			seqs[i]++
+			load = append(load, entry{id(i), signed(id(i), seqs[i]+1)})
 		}
 	}
+	runtime.GC()
+	debug.FreeOSMemory()
+	t.Logf("%d + %d entries drawn; the process before the collector: %s", len(first), len(load), rss())
+
+	c, err := collector.New(bus, collector.Config{Channel: "scale", MaxWorkers: workers + probes, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-c.Loaded()
+
+	start := time.Now()
+	for i, e := range first {
+		if err := bus.Append(ctx, e.worker, []wire.Signed{e.e}); err != nil {
+			t.Fatal(err)
+		}
+		first[i] = entry{}
+	}
 	waitFor(t, func() bool { return c.Snapshot().Workers >= workers })
-	t.Logf("%d workers credited and in the snapshot after %v", workers, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d workers credited and in the snapshot after %v; %s", workers, time.Since(start).Round(time.Millisecond), rss())
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
+
 	runCtx, stop := context.WithTimeout(ctx, time.Duration(seconds)*time.Second)
 	defer stop()
-
-	// The load: rate entries a second, of random workers, in batches every 10 ms.
-	seqs := make([]uint64, workers)
 	wg.Go(func() {
-		r := rand.New(rand.NewPCG(1, 2))
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
-		for {
+		for next := 0; ; {
 			select {
 			case <-runCtx.Done():
 				return
 			case <-tick.C:
 			}
 			for range max(1, rate/100) {
-				i := r.IntN(workers)
-				seqs[i]++
-				_ = bus.Append(ctx, id(i), []wire.Signed{signed(id(i), seqs[i]+1)})
+				if next < len(load) {
+					_ = bus.Append(ctx, load[next].worker, []wire.Signed{load[next].e})
+					load[next] = entry{}
+					next++
+				}
 			}
 		}
 	})
@@ -199,7 +230,7 @@ func TestScale(t *testing.T) {
 			_ = bus.Append(ctx, worker, []wire.Signed{signed(worker, seq)})
 			for runCtx.Err() == nil {
 				s := c.Snapshot()
-				if i, ok := slices.BinarySearchFunc(s.WorkerTable, worker, func(w collector.WorkerStats, id string) int { return strings.Compare(w.ID, id) }); ok && s.WorkerTable[i].Seq >= seq {
+				if w, ok := s.Worker(worker); ok && w.Seq >= seq {
 					delays = append(delays, time.Since(t0))
 					break
 				}
@@ -209,7 +240,7 @@ func TestScale(t *testing.T) {
 	})
 
 	// The snapshots built meanwhile.
-	var builds, locks []time.Duration
+	var builds, locks, sweeps []time.Duration
 	var copied []int
 	wg.Go(func() {
 		var last uint64
@@ -217,11 +248,20 @@ func TestScale(t *testing.T) {
 			if s := c.Snapshot(); s.Seq != last {
 				last = s.Seq
 				builds, locks, copied = append(builds, s.Build), append(locks, s.Lock), append(copied, s.Copied)
+				if len(sweeps) == 0 || sweeps[len(sweeps)-1] != s.Sweep {
+					sweeps = append(sweeps, s.Sweep)
+				}
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
 
+	if path := os.Getenv("PICLUSTER_SCALE_HEAP"); path != "" { // the base for pprof -base: what the run allocates
+		if f, err := os.Create(path + ".start"); err == nil {
+			_ = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
 	var ru0 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	wall0 := time.Now()
@@ -251,6 +291,7 @@ func TestScale(t *testing.T) {
 	t.Logf("%d workers, %d entries/s of load for %v; %d snapshots, seq %d", snap.Workers, rate, wall.Round(time.Millisecond), len(builds), snap.Seq)
 	t.Logf("snapshot build: p50 %v p99 %v max %v; lock held: p50 %v p99 %v max %v; rows copied per build p50 %d",
 		pct(builds, .5), pct(builds, .99), pct(builds, 1), pct(locks, .5), pct(locks, .99), pct(locks, 1), pctInt(copied, .5))
+	t.Logf("sweeps of every stream (the reader's, distinct durations seen): %d, p50 %v max %v", len(sweeps), pct(sweeps, .5), pct(sweeps, 1))
 	ds, size := lat(states)
 	t.Logf("/api/state (%d B): %d requests, p50 %v p99 %v max %v", size, len(ds), pct(ds, .5), pct(ds, .99), pct(ds, 1))
 	ds, size = lat(metrics)
@@ -276,10 +317,61 @@ func TestScale(t *testing.T) {
 			f.Close()
 		}
 	}
+	runtime.GC()
+	heap := heapByOwner()
+	t.Logf("live heap by owner (from the heap profile, after a GC): collector and its HTTP server %d MB, in-memory bus %d MB, harness (load, clients) %d MB, unattributed %d MB",
+		heap["collector"]>>20, heap["bus"]>>20, heap["harness"]>>20, heap["other"]>>20)
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	t.Logf("process CPU %.2f cores over the run (everything in this process, clients too); heap in use %d MB, Go sys %d MB, %s",
 		cpu.Seconds()/wall.Seconds(), ms.HeapInuse>>20, ms.Sys>>20, rss())
+}
+
+// heapByOwner sums the heap in use by who allocated it, from the runtime's
+// heap profile, scaled as pprof scales its samples: "bus" (a frame in
+// internal/membus), "collector" (a frame in the collector, its HTTP
+// server or its metrics), "harness" (the test's own: its load and
+// clients), "other".
+func heapByOwner() map[string]uint64 {
+	var recs []runtime.MemProfileRecord
+	for n := 1024; ; n *= 2 {
+		recs = make([]runtime.MemProfileRecord, n)
+		if got, ok := runtime.MemProfile(recs, false); ok {
+			recs = recs[:got]
+			break
+		}
+	}
+	rate := float64(runtime.MemProfileRate)
+	out := map[string]uint64{}
+	for _, r := range recs {
+		count, size := float64(r.InUseObjects()), float64(r.InUseBytes())
+		if count == 0 {
+			continue
+		}
+		scale := 1 / (1 - math.Exp(-size/count/rate))
+		owner := "other"
+		frames := runtime.CallersFrames(r.Stack())
+		var names []string
+		for {
+			f, more := frames.Next()
+			names = append(names, f.Function)
+			if !more {
+				break
+			}
+		}
+		all := strings.Join(names, " ")
+		switch {
+		case strings.Contains(all, "/internal/membus."):
+			owner = "bus"
+		case strings.Contains(all, "picluster/collector.") || strings.Contains(all, "net/http.(*conn)") ||
+			strings.Contains(all, "/internal/web.(*encoder)") || strings.Contains(all, "prometheus"):
+			owner = "collector"
+		case strings.Contains(all, "TestScale"):
+			owner = "harness"
+		}
+		out[owner] += uint64(size * scale)
+	}
+	return out
 }
 
 func pctInt(xs []int, p float64) int {

@@ -232,7 +232,7 @@ type Page struct {
 func page(snap *collector.Snapshot, offset, limit int) State {
 	s := snap.Summary
 	s.WorkerTable = snap.Page(offset, limit)
-	return State{Summary: s, Page: Page{Offset: offset, Limit: limit, Total: len(snap.WorkerTable)}}
+	return State{Summary: s, Page: Page{Offset: offset, Limit: limit, Total: snap.Len()}}
 }
 
 // pageOf reads ?offset= (default 0) and ?limit= (default DefaultLimit, cut
