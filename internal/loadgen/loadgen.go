@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -349,6 +350,9 @@ func startCollector(ctx context.Context, cfg Config, url, dir string) (*child, s
 	addrs := make(chan string, 1)
 	dashboard := regexp.MustCompile(`dashboard on http://([^/\s]+)/`)
 	c, err := startChild("collector", argv, []string{"REDIS_URL=" + url}, func(line string) {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			cfg.Log.Warn("collector: " + line)
+		}
 		if m := dashboard.FindStringSubmatch(line); m != nil {
 			select {
 			case addrs <- m[1]:
