@@ -109,20 +109,20 @@ func printLoad(w io.Writer, r *loadgen.Result) error {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "offered/s\tsent/s\tbare/s\tcredited/s\tratio\tlag p50\tlag p99\tcollector CPU\tRSS MB\tredis CPU\tloadgen CPU\tload\tsustained\t")
+	fmt.Fprintln(tw, "offered/s\tsent/s\tbare/s\tcredited/s\tratio\tlag p50\tlag p99\tbacklog\tcollector CPU\tRSS MB\tredis CPU\tloadgen CPU\tload\tsustained\t")
 	for _, s := range r.Steps {
 		redis := "-"
 		if s.RedisCPU >= 0 {
 			redis = fmt.Sprintf("%.2f", s.RedisCPU)
 		}
-		fmt.Fprintf(tw, "%.0f\t%.0f\t%.0f\t%.0f\t%.3f\t%.0fms\t%.0fms\t%.2f\t%.0f\t%s\t%.2f\t%.2f\t%s\t\n",
-			s.Target, s.Sent, s.Bare, s.Credit, s.Ratio, s.LagP50*1000, s.LagP99*1000, s.CollectorCPU,
+		fmt.Fprintf(tw, "%.0f\t%.0f\t%.0f\t%.0f\t%.3f\t%.0fms\t%.0fms\t%.1fs\t%.2f\t%.0f\t%s\t%.2f\t%.2f\t%s\t\n",
+			s.Target, s.Sent, s.Bare, s.Credit, s.Ratio, s.LagP50*1000, s.LagP99*1000, s.Drain, s.CollectorCPU,
 			mb(s.RSS), redis, s.LoadgenCPU, s.LoadAvg, yesNo(s.Sustained))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(w, "\nratio = credited/s ÷ bare/s, over the same window; lag = a probe entry's append → its seq in /api/state;\nsustained = ≥ 95 % of the offered rate sent, and ≥ 95 % of that received by the bare subscriber")
+	fmt.Fprintln(w, "\nratio = credited/s ÷ bare/s, over the same window; lag = a probe entry's append → its seq in /api/state;\nbacklog = from the step's end until every entry is credited (the next step starts then);\nsustained = ≥ 95 % of the offered rate sent, and ≥ 95 % of that received by the bare subscriber")
 	if r.Highest > 0 {
 		fmt.Fprintf(w, "highest sustained: %.0f entries/s\n", r.Highest)
 	} else {
@@ -132,8 +132,8 @@ func printLoad(w io.Writer, r *loadgen.Result) error {
 	if !r.Exact {
 		verdict = "NOT exact"
 	}
-	_, err := fmt.Fprintf(w, "appended %d entries, the collector credited %d (%s) %.1fs after the last step; %d rejected; collector %.1f CPU s, peak RSS %.0f MB\n",
-		r.Appended, r.Credited, verdict, r.Drain, r.Rejected, r.Collector.CPUSeconds, mb(r.Collector.MaxRSS))
+	_, err := fmt.Fprintf(w, "appended %d entries, the collector credited %d (%s); %d rejected; collector %.1f CPU s, peak RSS %.0f MB\n",
+		r.Appended, r.Credited, verdict, r.Rejected, r.Collector.CPUSeconds, mb(r.Collector.MaxRSS))
 	return err
 }
 

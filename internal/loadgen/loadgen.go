@@ -162,9 +162,8 @@ type Result struct {
 	// credited, once.
 	Credited   uint64  `json:"credited"`
 	Exact      bool    `json:"exact"`
-	Drain      float64 `json:"drain_seconds"` // from the last step's end until the collector had credited everything
-	Rejected   uint64  `json:"rejected"`      // entries the collector refused
-	Collector  Process `json:"collector"`     // the collector's whole life
+	Rejected   uint64  `json:"rejected"`  // entries the collector refused
+	Collector  Process `json:"collector"` // the collector's whole life
 	Flood      *Flood  `json:"flood,omitempty"`
 	LoadAvgEnd float64 `json:"load_avg_end"` // the 1-minute load average at the end
 }
@@ -177,12 +176,16 @@ type Process struct {
 
 // Step is one offered rate, measured over the same window for everyone.
 type Step struct {
-	Target float64 `json:"target"`  // the offered rate
-	Sent   float64 `json:"sent"`    // the rate appended, the probe's entries included
-	Bare   float64 `json:"bare"`    // the rate a bare go-redis subscriber of the channel received
-	Credit float64 `json:"credit"`  // the rate the collector credited (its summary's accepted)
-	Ratio  float64 `json:"ratio"`   // Credit / Bare
-	Drops  uint64  `json:"drops"`   // the bare subscriber's lost subscriptions
+	Target float64 `json:"target"` // the offered rate
+	Sent   float64 `json:"sent"`   // the rate appended, the probe's entries included
+	Bare   float64 `json:"bare"`   // the rate a bare go-redis subscriber of the channel received
+	Credit float64 `json:"credit"` // the rate the collector credited (its summary's accepted)
+	Ratio  float64 `json:"ratio"`  // Credit / Bare
+	Drops  uint64  `json:"drops"`  // the bare subscriber's lost subscriptions
+	// Drain is the time from the step's end until the collector had
+	// credited every entry appended: the backlog it built. The next step
+	// starts after it.
+	Drain  float64 `json:"drain_seconds"`
 	LagP50 float64 `json:"lag_p50"` // from a probe entry's append to its seq in /api/state
 	LagP99 float64 `json:"lag_p99"`
 	LagMax float64 `json:"lag_max"`
@@ -437,18 +440,19 @@ func steps(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, probeB
 		return errors.New("the collector credited no probe entry within 30s")
 	}
 
+	sent := func() uint64 { p, _ := w.probed(); return f.appended() + p }
 	for i, rate := range cfg.Rates {
 		log.Info("drawing entries", "step", i+1, "rate", rate, "duration", cfg.Duration)
 		f.draw(rate, cfg.Duration)
 		log.Info("offering", "step", i+1, "of", len(cfg.Rates), "rate", rate, "workers", cfg.Workers)
 		colCPU, redisCPU, selfCPU := startMeter(w.pid), startMeter(redisPID), startMeter(0)
 		w.resetMax()
-		t0, sent0, bare0, acc0 := time.Now(), f.appended()+w.probed(), received.Load(), w.state().Accepted
+		t0, sent0, bare0, acc0 := time.Now(), sent(), received.Load(), w.state().Accepted
 		drops0 := drops.Load()
 		if err := f.send(ctx, rate, cfg.Duration); err != nil {
 			return err
 		}
-		t1, sent1, bare1, acc1 := time.Now(), f.appended()+w.probed(), received.Load(), w.state().Accepted
+		t1, sent1, bare1, acc1 := time.Now(), sent(), received.Load(), w.state().Accepted
 		secs := t1.Sub(t0).Seconds()
 		st := Step{Target: rate, Sent: float64(sent1-sent0) / secs, Bare: float64(bare1-bare0) / secs,
 			Credit: float64(acc1-acc0) / secs, Drops: drops.Load() - drops0,
@@ -458,6 +462,18 @@ func steps(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, probeB
 		}
 		if st.Bare > 0 {
 			st.Ratio = st.Credit / st.Bare
+		}
+		// The next step starts once the collector has credited this one's
+		// entries, and timed every probe entry of the window.
+		want := new(big.Int).SetUint64(sent1 * cfg.N)
+		probes, _ := w.probed()
+		_, ok := w.until(ctx, 2*time.Minute, func(s apiState) bool {
+			_, seen := w.probed()
+			return s.n().Cmp(want) >= 0 && seen >= probes
+		})
+		st.Drain = time.Since(t1).Seconds()
+		if !ok {
+			return fmt.Errorf("step %v/s: the collector did not credit its entries within 2 minutes of its end", rate)
 		}
 		lags := w.lagsIn(t0, t1)
 		st.Probes = len(lags)
@@ -469,9 +485,8 @@ func steps(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, probeB
 		res.Steps = append(res.Steps, st)
 		log.Info("step done", "rate", rate, "sent", int(st.Sent), "bare", int(st.Bare), "credited", int(st.Credit),
 			"ratio", fmt.Sprintf("%.3f", st.Ratio), "lag_p50", st.LagP50, "lag_p99", st.LagP99,
-			"collector_cpu", fmt.Sprintf("%.2f", st.CollectorCPU), "collector_rss_mb", st.RSS>>20)
+			"collector_cpu", fmt.Sprintf("%.2f", st.CollectorCPU), "collector_rss_mb", st.RSS>>20, "drain", st.Drain)
 	}
-	end := time.Now()
 	stopProbe()
 	p := <-probeDone
 	if p.err != nil {
@@ -485,7 +500,6 @@ func steps(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, probeB
 	res.Appended = f.appended() + p.seqs
 	want := new(big.Int).SetUint64(res.Appended * cfg.N)
 	s, ok := w.until(ctx, time.Minute, func(s apiState) bool { return s.n().Cmp(want) >= 0 })
-	res.Drain = time.Since(end).Seconds()
 	res.Credited = s.n().Uint64() / cfg.N
 	res.Exact = ok && s.n().Cmp(want) == 0 && s.Gaps == 0
 	res.Rejected = s.Rejected

@@ -156,7 +156,10 @@ func (w *watcher) resetMax() uint64 {
 func (w *watcher) until(ctx context.Context, d time.Duration, ok func(apiState) bool) (apiState, bool) {
 	deadline := time.Now().Add(d)
 	for {
-		s, err := w.get(ctx)
+		w.poll(ctx)
+		w.mu.Lock()
+		s, err := w.last, w.err
+		w.mu.Unlock()
 		if err == nil && ok(s) {
 			return s, true
 		}
@@ -192,11 +195,12 @@ func (w *watcher) appended(seq uint64, t time.Time) {
 	}
 }
 
-// probed returns the probe entries appended so far.
-func (w *watcher) probed() uint64 {
+// probed returns the probe entries appended so far, and those seen in the
+// summary.
+func (w *watcher) probed() (sent, seen uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return uint64(len(w.probe.sent))
+	return uint64(len(w.probe.sent)), uint64(w.probe.done)
 }
 
 // seen records that the summary shows the probe's entries up to seq.
