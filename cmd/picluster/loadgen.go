@@ -88,8 +88,8 @@ func (e *env) loadgenCmd(ctx context.Context, args []string) error {
 // printLoad prints a run's result as tables.
 func printLoad(w io.Writer, r *loadgen.Result) error {
 	fmt.Fprintf(w, "CPU: %s, %d logical CPUs; load average %.2f at the start, %.2f at the end\n", r.CPU, r.CPUs, r.LoadAvg, r.LoadAvgEnd)
-	fmt.Fprintf(w, "Redis %s, channel %s: %d workers, %d samples per entry, %d senders\n", r.Redis, r.Channel, r.Workers, r.N, r.Senders)
 	if f := r.Flood; f != nil {
+		fmt.Fprintf(w, "Redis %s, channel %s: %d samples per entry, %d senders\n", r.Redis, r.Channel, r.N, r.Senders)
 		fmt.Fprintf(w, "\nflood: %d presence-only ids in %.1fs, then %d report ids in %.1fs; --max-workers %d\n",
 			f.Presence, f.PresenceSeconds, f.IDs, f.IDsSeconds, f.MaxWorkers)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -104,10 +104,14 @@ func printLoad(w io.Writer, r *loadgen.Result) error {
 		}
 		fmt.Fprintf(w, "tracked %d workers, %d streams refused (too_many_workers, counted for the first 1000); collector %.2f cores over the flood\n",
 			f.Tracked, f.Refused, f.CollectorCPU)
-		_, err := fmt.Fprintf(w, "honest worker: %d entries, N = %d appended, %d credited: %s\n", f.HonestEntries, f.HonestN, f.HonestCredited, verdict)
+		fmt.Fprintf(w, "honest worker: %d entries, N = %d appended, %d credited: %s\n", f.HonestEntries, f.HonestN, f.HonestCredited, verdict)
+		if f.RedisRSS > 0 {
+			fmt.Fprintf(w, "redis-server RSS at the end: %.0f MB\n", mb(f.RedisRSS))
+		}
+		_, err := fmt.Fprintf(w, "collector: %.1f CPU s, peak RSS %.0f MB over its life; %s\n", r.Collector.CPUSeconds, mb(r.Collector.MaxRSS), r.Collector.Exit)
 		return err
 	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "Redis %s, channel %s: %d workers, %d samples per entry, %d senders\n\n", r.Redis, r.Channel, r.Workers, r.N, r.Senders)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "offered/s\tsent/s\tbare/s\tcredited/s\tratio\tlag p50\tlag p99\tbacklog\tcollector CPU\tRSS MB\tredis CPU\tloadgen CPU\tload\tsustained\t")
 	for _, s := range r.Steps {
@@ -132,8 +136,8 @@ func printLoad(w io.Writer, r *loadgen.Result) error {
 	if !r.Exact {
 		verdict = "NOT exact"
 	}
-	_, err := fmt.Fprintf(w, "appended %d entries, the collector credited %d (%s); %d rejected; collector %.1f CPU s, peak RSS %.0f MB\n",
-		r.Appended, r.Credited, verdict, r.Rejected, r.Collector.CPUSeconds, mb(r.Collector.MaxRSS))
+	_, err := fmt.Fprintf(w, "appended %d entries, the collector credited %d (%s); %d rejected; collector %.1f CPU s, peak RSS %.0f MB over its life; %s\n",
+		r.Appended, r.Credited, verdict, r.Rejected, r.Collector.CPUSeconds, mb(r.Collector.MaxRSS), r.Collector.Exit)
 	return err
 }
 

@@ -59,7 +59,7 @@ func TestLoadgen(t *testing.T) {
 	if res.Appended < 400 || !res.Exact || res.Credited != res.Appended || res.Rejected != 0 {
 		t.Errorf("appended %d, credited %d, exact %v, rejected %d: want every entry credited once", res.Appended, res.Credited, res.Exact, res.Rejected)
 	}
-	if res.Collector.CPUSeconds <= 0 || res.Collector.MaxRSS < 1<<20 {
+	if res.Collector.CPUSeconds <= 0 || res.Collector.MaxRSS < 1<<20 || res.Collector.Exit != "exit status 0" {
 		t.Errorf("collector over its life: %+v", res.Collector)
 	}
 	if keys := redisCLI(t, srv, "--scan", "--pattern", "*"+res.Channel+"*"); keys != "" {
@@ -85,5 +85,8 @@ func TestLoadgenFlood(t *testing.T) {
 	}
 	if f.RSSBefore == 0 || f.RSSPresence == 0 || f.RSSIDs == 0 || f.RSSPeak < f.RSSIDs {
 		t.Errorf("RSS not measured: %+v", f)
+	}
+	if res.Collector.Exit != "exit status 0" {
+		t.Errorf("the collector ended with %s", res.Collector.Exit)
 	}
 }

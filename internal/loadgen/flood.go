@@ -19,7 +19,7 @@ const honestEvery = 100 * time.Millisecond
 // cfg.FloodPresence presence messages from ids that never report, then one
 // entry from each of cfg.FloodIDs new workers. It measures the collector's
 // RSS after each, and checks that the honest worker's N is exact.
-func flood(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, honestBus *redisbus.Bus, w *watcher) (*Flood, error) {
+func flood(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, honestBus *redisbus.Bus, w *watcher, redisPID int) (*Flood, error) {
 	log := cfg.Log
 	fl := &Flood{Presence: cfg.FloodPresence, IDs: cfg.FloodIDs, MaxWorkers: cfg.MaxWorkers}
 	hctx, stopHonest := context.WithCancel(ctx)
@@ -89,6 +89,9 @@ func flood(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, honest
 	fl.Refused = s.RejectedBy[string(wire.TooMany)]
 	_, fl.RSSPeak, _ = memory(w.pid)
 	fl.CollectorCPU = colCPU.cores()
+	if redisPID != 0 {
+		fl.RedisRSS, _, _ = memory(redisPID)
+	}
 	return fl, nil
 }
 

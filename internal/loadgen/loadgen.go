@@ -172,6 +172,7 @@ type Result struct {
 type Process struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 	MaxRSS     uint64  `json:"max_rss"`
+	Exit       string  `json:"exit"` // how it ended: "exit status 0", "exit status 1", "signal: killed", …
 }
 
 // Step is one offered rate, measured over the same window for everyone.
@@ -226,6 +227,7 @@ type Flood struct {
 	HonestCredited uint64  `json:"honest_credited"`
 	HonestExact    bool    `json:"honest_exact"`
 	CollectorCPU   float64 `json:"collector_cpu"` // cores, over the flood
+	RedisRSS       uint64  `json:"redis_rss"`     // the resident set of the Redis loadgen started, at the end; 0 for another
 }
 
 // Run runs the load (the steps, or the flood) and returns what it measured.
@@ -293,7 +295,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		stopped = true
 		cpu, rss, err := col.stop(30 * time.Second)
-		res.Collector = Process{CPUSeconds: cpu, MaxRSS: rss}
+		res.Collector = Process{CPUSeconds: cpu, MaxRSS: rss, Exit: col.cmd.ProcessState.String()}
+		if err == nil && !col.cmd.ProcessState.Success() {
+			log.Warn("the collector did not exit cleanly", "exit", res.Collector.Exit, "last_lines", col.tail.String())
+		}
 		return err
 	}
 	defer func() { _ = stopCollector() }()
@@ -320,7 +325,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		defer buses[i].Close()
 	}
 	if cfg.FloodPresence > 0 || cfg.FloodIDs > 0 {
-		res.Flood, err = flood(ctx, cfg, j, buses[:cfg.Senders], buses[cfg.Senders], w)
+		res.Workers = 0
+		res.Flood, err = flood(ctx, cfg, j, buses[:cfg.Senders], buses[cfg.Senders], w, redisPID)
 	} else {
 		err = steps(ctx, cfg, j, buses[:cfg.Senders], buses[cfg.Senders], buses[cfg.Senders+1], w, res, redisPID)
 	}
