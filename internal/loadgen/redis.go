@@ -33,7 +33,6 @@ func startRedis(ctx context.Context, dir string) (*child, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	c.cmd.Stdout = nil
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -585,7 +585,9 @@ func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.M
 // go-redis subscriber receives them, until ctx is done: the baseline that
 // picluster loadgen measures the collector against. It decodes nothing. A
 // lost subscription (Redis drops a subscriber that overflows its output
-// buffer) is counted in drops and made again at once.
+// buffer) is counted in drops and made again, after a backoff when it
+// fails again and again. It returns nil when ctx is done, and a permanent
+// error (a wrong password, a missing permission) at once.
 func (b *Bus) Tap(ctx context.Context, received, drops *atomic.Uint64) error {
 	ps := b.subscribe(ctx, b.k.Channel)
 	defer ps.Close()
