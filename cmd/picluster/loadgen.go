@@ -33,6 +33,7 @@ func (e *env) loadgenCmd(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.MaxWorkers, "max-workers", 1_000_000, "the collector's --max-workers: most `workers` it tracks")
 	fs.IntVar(&cfg.FloodPresence, "flood-presence", 0, "instead of the rates: publish presence from this many `ids` that never report, then --flood-ids")
 	fs.IntVar(&cfg.FloodIDs, "flood-ids", 0, "instead of the rates: one entry from each of this many new worker `ids`, while an honest worker runs")
+	fs.StringVar(&cfg.Bare, "bare", loadgen.BareChannel, "the bare `reader` the collector is measured against: channel (a subscriber of the channel) or ledger (XREAD of the workers' streams, as the collector reads them)")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object on stdout")
 	if err := e.parse(fs, "Loads a collector (a child process) through a real Redis with simulated workers\n"+
 		"appending valid signed entries at the offered rates, and reports what it\n"+
@@ -111,7 +112,7 @@ func printLoad(w io.Writer, r *loadgen.Result) error {
 		_, err := fmt.Fprintf(w, "collector: %.1f CPU s, peak RSS %.0f MB over its life; %s\n", r.Collector.CPUSeconds, mb(r.Collector.MaxRSS), r.Collector.Exit)
 		return err
 	}
-	fmt.Fprintf(w, "Redis %s, channel %s: %d workers, %d samples per entry, %d senders\n\n", r.Redis, r.Channel, r.Workers, r.N, r.Senders)
+	fmt.Fprintf(w, "Redis %s, channel %s: %d workers, %d samples per entry, %d senders; the bare reader reads the %s\n\n", r.Redis, r.Channel, r.Workers, r.N, r.Senders, r.Bare)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "offered/s\tsent/s\tbare/s\tcredited/s\tratio\tlag p50\tlag p99\tbacklog\tcollector CPU\tRSS MB\tredis CPU\tloadgen CPU\tload\tsustained\t")
 	for _, s := range r.Steps {
@@ -126,7 +127,7 @@ func printLoad(w io.Writer, r *loadgen.Result) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(w, "\nratio = credited/s ÷ bare/s, over the same window; lag = a probe entry's append → its seq in /api/state;\nbacklog = from the step's end until every entry is credited (the next step starts then);\nsustained = ≥ 95 % of the offered rate sent, and ≥ 95 % of that received by the bare subscriber")
+	fmt.Fprintln(w, "\nratio = credited/s ÷ bare/s (what a bare go-redis reader received), over the same window; lag = a probe entry's append → its seq in /api/state;\nbacklog = from the step's end until every entry is credited (the next step starts then);\nsustained = ≥ 95 % of the offered rate sent, and ≥ 95 % of that received by the bare reader")
 	if r.Highest > 0 {
 		fmt.Fprintf(w, "highest sustained: %.0f entries/s\n", r.Highest)
 	} else {

@@ -32,38 +32,49 @@ func loadgenRun(t *testing.T, srv *redistest.Server, args ...string) loadgen.Res
 }
 
 // TestLoadgen runs the load harness in a tiny configuration against a real
-// Redis: what it appended is credited exactly, the bare subscriber and the
-// collector both saw the load, the probe was timed, the collector's CPU and
-// RSS were read, and the job's keys are gone at the end.
+// Redis, with each bare reader: what it appended is credited exactly, the
+// bare reader and the collector both saw the load, the probe was timed, the
+// collector's CPU and RSS were read, and the job's keys are gone at the end.
 func TestLoadgen(t *testing.T) {
 	srv := redistest.Start(t)
-	res := loadgenRun(t, srv, "--workers", "3", "--rate", "150,300", "--duration", "1s", "--senders", "2")
-	if len(res.Steps) != 2 {
-		t.Fatalf("%d steps, want 2: %+v", len(res.Steps), res)
-	}
-	for _, s := range res.Steps {
-		if s.Sent < 0.8*s.Target || s.Bare < 0.8*s.Target || s.Credit <= 0 || s.Ratio <= 0 {
-			t.Errorf("step %v: sent %v, bare %v, credited %v, ratio %v: want each near the offered rate", s.Target, s.Sent, s.Bare, s.Credit, s.Ratio)
-		}
-		if s.Probes < 5 || s.LagP50 <= 0 || s.LagP99 < s.LagP50 {
-			t.Errorf("step %v: %d probes, lag p50 %v p99 %v", s.Target, s.Probes, s.LagP50, s.LagP99)
-		}
-		if s.CollectorCPU <= 0 || s.RSS < 1<<20 || s.LoadgenCPU <= 0 {
-			t.Errorf("step %v: collector %v cores, RSS %d, loadgen %v cores: not measured", s.Target, s.CollectorCPU, s.RSS, s.LoadgenCPU)
-		}
-		if s.RedisCPU != -1 {
-			t.Errorf("step %v: redis CPU %v, want -1 (loadgen did not start it)", s.Target, s.RedisCPU)
-		}
-	}
-	// Each step sends its own entries and the probe's, ten a second.
-	if res.Appended < 400 || !res.Exact || res.Credited != res.Appended || res.Rejected != 0 {
-		t.Errorf("appended %d, credited %d, exact %v, rejected %d: want every entry credited once", res.Appended, res.Credited, res.Exact, res.Rejected)
-	}
-	if res.Collector.CPUSeconds <= 0 || res.Collector.MaxRSS < 1<<20 || res.Collector.Exit != "exit status 0" {
-		t.Errorf("collector over its life: %+v", res.Collector)
-	}
-	if keys := redisCLI(t, srv, "--scan", "--pattern", "*"+res.Channel+"*"); keys != "" {
-		t.Errorf("the job's keys are left behind:\n%s", keys)
+	for _, tt := range []struct {
+		bare  string
+		rates string
+		steps int
+	}{
+		{"channel", "150,300", 2},
+		{"ledger", "300", 1},
+	} {
+		t.Run(tt.bare, func(t *testing.T) {
+			res := loadgenRun(t, srv, "--workers", "3", "--rate", tt.rates, "--duration", "1s", "--senders", "2", "--bare", tt.bare)
+			if len(res.Steps) != tt.steps || res.Bare != tt.bare {
+				t.Fatalf("%d steps, bare reader %q; want %d, %q: %+v", len(res.Steps), res.Bare, tt.steps, tt.bare, res)
+			}
+			for _, s := range res.Steps {
+				if s.Sent < 0.8*s.Target || s.Bare < 0.8*s.Target || s.Credit <= 0 || s.Ratio <= 0 {
+					t.Errorf("step %v: sent %v, bare %v, credited %v, ratio %v: want each near the offered rate", s.Target, s.Sent, s.Bare, s.Credit, s.Ratio)
+				}
+				if s.Probes < 5 || s.LagP50 <= 0 || s.LagP99 < s.LagP50 {
+					t.Errorf("step %v: %d probes, lag p50 %v p99 %v", s.Target, s.Probes, s.LagP50, s.LagP99)
+				}
+				if s.CollectorCPU <= 0 || s.RSS < 1<<20 || s.LoadgenCPU <= 0 {
+					t.Errorf("step %v: collector %v cores, RSS %d, loadgen %v cores: not measured", s.Target, s.CollectorCPU, s.RSS, s.LoadgenCPU)
+				}
+				if s.RedisCPU != -1 {
+					t.Errorf("step %v: redis CPU %v, want -1 (loadgen did not start it)", s.Target, s.RedisCPU)
+				}
+			}
+			// Each step sends its own entries and the probe's, ten a second.
+			if res.Appended < uint64(150*tt.steps) || !res.Exact || res.Credited != res.Appended || res.Rejected != 0 {
+				t.Errorf("appended %d, credited %d, exact %v, rejected %d: want every entry credited once", res.Appended, res.Credited, res.Exact, res.Rejected)
+			}
+			if res.Collector.CPUSeconds <= 0 || res.Collector.MaxRSS < 1<<20 || res.Collector.Exit != "exit status 0" {
+				t.Errorf("collector over its life: %+v", res.Collector)
+			}
+			if keys := redisCLI(t, srv, "--scan", "--pattern", "*"+res.Channel+"*"); keys != "" {
+				t.Errorf("the job's keys are left behind:\n%s", keys)
+			}
+		})
 	}
 }
 

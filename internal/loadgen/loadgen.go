@@ -54,6 +54,9 @@ type Config struct {
 	// Senders is how many goroutines append, each on connections of its
 	// own. Default 8.
 	Senders int
+	// Bare is the bare reader the collector is measured against:
+	// BareChannel (the default) or BareLedger.
+	Bare string
 	// MaxWorkers is the collector's --max-workers. Default 1,000,000, the
 	// collector's own default.
 	MaxWorkers int
@@ -84,6 +87,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--senders %d: want 1 or more", c.Senders)
 	case c.MaxWorkers < 0 || c.FloodPresence < 0 || c.FloodIDs < 0:
 		return errors.New("--max-workers, --flood-presence, --flood-ids: want ≥ 0")
+	case c.Bare != "" && c.Bare != BareChannel && c.Bare != BareLedger:
+		return fmt.Errorf("--bare %s: want %s or %s", c.Bare, BareChannel, BareLedger)
 	case c.JobKey != nil && len(c.JobKey) < wire.MinKeyLen:
 		return fmt.Errorf("job key: %d bytes, want at least %d", len(c.JobKey), wire.MinKeyLen)
 	}
@@ -123,6 +128,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxWorkers == 0 {
 		c.MaxWorkers = 1_000_000
 	}
+	if c.Bare == "" {
+		c.Bare = BareChannel
+	}
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
@@ -154,6 +162,7 @@ type Result struct {
 	Workers  int     `json:"workers"`  // simulated workers
 	N        uint64  `json:"n"`        // samples per entry
 	Senders  int     `json:"senders"`  // appending goroutines, each with its own connections
+	Bare     string  `json:"bare"`     // the bare reader: "channel" (a subscriber) or "ledger" (an XREAD reader of the streams)
 	Steps    []Step  `json:"steps"`    // one per offered rate
 	Highest  float64 `json:"highest"`  // the highest offered rate sustained (see Step.Sustained); 0 for none
 	Appended uint64  `json:"appended"` // entries appended over the run, the probe's included
@@ -179,10 +188,10 @@ type Process struct {
 type Step struct {
 	Target float64 `json:"target"` // the offered rate
 	Sent   float64 `json:"sent"`   // the rate appended, the probe's entries included
-	Bare   float64 `json:"bare"`   // the rate a bare go-redis subscriber of the channel received
+	Bare   float64 `json:"bare"`   // the rate the bare reader received (Result.Bare says which)
 	Credit float64 `json:"credit"` // the rate the collector credited (its summary's accepted)
 	Ratio  float64 `json:"ratio"`  // Credit / Bare
-	Drops  uint64  `json:"drops"`  // the bare subscriber's lost subscriptions
+	Drops  uint64  `json:"drops"`  // the bare subscriber's lost subscriptions (BareChannel)
 	// Drain is the time from the step's end until the collector had
 	// credited every entry appended: the backlog it built. The next step
 	// starts after it.
@@ -246,7 +255,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer os.RemoveAll(dir)
 	res := &Result{CPU: bench.CPUModel(), CPUs: runtime.NumCPU(), LoadAvg: loadAvg(), Channel: cfg.Channel,
-		Workers: cfg.Workers, N: cfg.N, Senders: cfg.Senders}
+		Workers: cfg.Workers, N: cfg.N, Senders: cfg.Senders, Bare: cfg.Bare}
 
 	url := cfg.RedisURL
 	var redisPID int
@@ -426,7 +435,15 @@ func steps(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, probeB
 	tctx, stopTap := context.WithCancel(ctx)
 	defer stopTap()
 	tapErr := make(chan error, 1)
-	go func() { tapErr <- tapBus.Tap(tctx, &received, &drops) }()
+	if cfg.Bare == BareLedger {
+		ids := []string{probeID}
+		for _, w := range f.workers {
+			ids = append(ids, w.id)
+		}
+		go func() { tapErr <- readLedger(tctx, tapBus, ids, &received) }()
+	} else {
+		go func() { tapErr <- tapBus.Tap(tctx, &received, &drops) }()
+	}
 
 	w.mu.Lock()
 	w.probe = &probe{}
@@ -500,7 +517,7 @@ func steps(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, probeB
 	}
 	stopTap()
 	if err := <-tapErr; err != nil {
-		return fmt.Errorf("bare subscriber: %w", err)
+		return fmt.Errorf("bare reader: %w", err)
 	}
 
 	res.Appended = f.appended() + p.seqs
