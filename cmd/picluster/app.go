@@ -27,6 +27,7 @@ Usage:
   picluster worker     [flags]   sample and report to Redis
   picluster collector  [flags]   pool the reports, show the estimate, stop at a target
   picluster bench      [flags]   measure the sampler's samples/s per kernel and thread count
+  picluster loadgen    [flags]   load a collector through Redis; its ingest against a bare reader
   picluster verify     [flags]   replay a sample of the job's ledger and check it
   picluster key        [flags]   make a job key, or derive a worker's key from it
   picluster acl        [flags]   print Redis ACL users for a collector and its workers
@@ -38,7 +39,7 @@ Redis reads REDIS_URL when --redis is not given.
 `
 
 // commands are the commands with flags of their own.
-var commands = []string{"run", "worker", "collector", "bench", "verify", "key", "acl", "version"}
+var commands = []string{"run", "worker", "collector", "bench", "loadgen", "verify", "key", "acl", "version"}
 
 // run is the whole program: main only adds signals, prints the error
 // (explain) and exits with its code. Help, asked for, is no error.
@@ -71,6 +72,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return env.collectorCmd(ctx, rest)
 	case "bench":
 		return env.benchCmd(ctx, rest)
+	case "loadgen":
+		return env.loadgenCmd(ctx, rest)
 	case "verify":
 		return env.verifyCmd(ctx, rest)
 	case "key":

@@ -590,3 +590,43 @@ func (b *Bus) listen(ctx context.Context, channels []string, deliver func(wire.M
 		}
 	}
 }
+
+// Tap counts the messages published on the job's report channel, as a bare
+// go-redis subscriber receives them, until ctx is done: the baseline that
+// picluster loadgen measures the collector against. It decodes nothing. A
+// lost subscription (Redis drops a subscriber that overflows its output
+// buffer) is counted in drops and made again, after a backoff when it
+// fails again and again. It returns nil when ctx is done, and a permanent
+// error (a wrong password, a missing permission) at once.
+func (b *Bus) Tap(ctx context.Context, received, drops *atomic.Uint64) error {
+	ps := b.subscribe(ctx, b.k.Channel)
+	defer ps.Close()
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
+	if _, err := ps.Receive(ctx); err != nil { // the confirmation: from now on nothing published is missed
+		return classify(fmt.Errorf("subscribe to %s: %w", b.k.Channel, err))
+	}
+	var bo backoff.Backoff
+	for {
+		msg, err := ps.Receive(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			if err := classify(err); backoff.IsPermanent(err) {
+				return err
+			}
+			drops.Add(1) // go-redis subscribes again at the next Receive
+			if bo.Wait(ctx) != nil {
+				return nil
+			}
+			continue
+		}
+		if _, ok := msg.(*redis.Message); ok {
+			received.Add(1)
+			if bo.Failures() > 0 {
+				bo.Reset()
+			}
+		}
+	}
+}
