@@ -904,14 +904,31 @@ func (c *Collector) listen(msgs <-chan wire.Message) {
 // first): the channel's copy of an entry is credited from the ledger, not here.
 var echoPrefix = []byte(`{"v":2,`)
 
+// workerMember is how EncodeEntry writes the worker's id.
+var workerMember = []byte(`,"worker":"`)
+
+// echoWorker returns the worker an entry's echo on the channel names, only
+// a hint of which stream to read: the ledger's copy is checked. It finds
+// the id without decoding the whole entry, falling back to DecodeEntry when
+// the id holds escapes.
+func echoWorker(payload []byte) (string, bool) {
+	if _, rest, ok := bytes.Cut(payload, workerMember); ok {
+		if id, _, ok := bytes.Cut(rest, []byte{'"'}); ok && len(id) > 0 && len(id) <= wire.MaxWorkerLen && bytes.IndexByte(id, '\\') < 0 {
+			return string(id), true
+		}
+	}
+	e, err := wire.DecodeEntry(payload)
+	return e.Worker, err == nil
+}
+
 // Handle counts one payload from the report channel: an anonymous batch in
 // open mode. It never fails: a bad payload is counted and logged.
 func (c *Collector) Handle(payload []byte) { _ = c.handle(payload) }
 
 func (c *Collector) handle(payload []byte) (changed bool) {
 	if bytes.HasPrefix(payload, echoPrefix) {
-		if e, err := wire.DecodeEntry(payload); err == nil {
-			c.bell.poke(e.Worker) // the reader credits it from the worker's stream
+		if w, ok := echoWorker(payload); ok {
+			c.bell.poke(w) // the reader credits it from the worker's stream
 		}
 		return false
 	}
