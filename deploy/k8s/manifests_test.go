@@ -351,7 +351,7 @@ func TestRedisACL(t *testing.T) {
 		t.Errorf("users.acl: %q, want the default user off", lines[0])
 	}
 	worker := lines[2]
-	for _, want := range []string{" -@all ", " +xadd ", " %R~{pi_collector}:state ", " ~{pi_collector}:ledger "} {
+	for _, want := range []string{" -@all ", " +xadd ", " %R~{pi_collector}:state ", " ~{pi_collector}:ledger:* "} {
 		if !strings.Contains(worker+" ", want) {
 			t.Errorf("worker ACL lacks %q", strings.TrimSpace(want))
 		}
