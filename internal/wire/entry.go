@@ -91,6 +91,10 @@ func hex16(s string) bool {
 // entryFields are the members of an entry, exactly as spelled; all are required.
 var entryFields = []string{"v", "job", "worker", "seq", "n", "hits", "pi_approx", "seed", "kernel", "seconds"}
 
+// entryMembers are the members an entry may have: its fields, and "cells"
+// in a stratified job.
+var entryMembers = append(entryFields[:len(entryFields):len(entryFields)], "cells")
+
 // DecodeEntry parses and validates one ledger entry, with the strict parser
 // of reports (exact, case-sensitive names, no duplicates, valid UTF-8; see
 // members); unknown members are skipped, so a later version can add some.
@@ -101,7 +105,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 	if len(b) > MaxSize {
 		return Entry{}, reject(Oversized, "%d bytes, limit %d", len(b), MaxSize)
 	}
-	m, err := members(b, append(entryFields[:len(entryFields):len(entryFields)], "cells")...)
+	m, err := members(b, entryMembers...)
 	if err != nil {
 		return Entry{}, err
 	}
