@@ -253,10 +253,11 @@ type Collector struct {
 	mu       sync.Mutex // guards the fields below
 	job      wire.State // the job as this collector runs it: id, seed, cap, mode
 	pool     *pool
-	dirty    map[string]bool // workers credited since the last checkpoint
-	savedPos string          // the mark the checkpoint on the bus holds at least
-	refused  map[string]bool // streams not tracked (MaxWorkers), up to maxLogged
-	history  history         // its own lock: History never takes mu
+	dirty    map[string]bool   // workers credited since the last checkpoint
+	savedPos string            // the mark the checkpoint on the bus holds at least
+	refused  map[string]bool   // streams not tracked (MaxWorkers), up to maxLogged
+	keys     map[string][]byte // the worker keys derived so far, of streams read
+	history  history           // its own lock: History never takes mu
 	rejected map[wire.Reason]uint64
 	logged   map[string]bool
 	started  time.Time
@@ -282,7 +283,7 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 	c := &Collector{cfg: cfg, bus: bus, log: cfg.Logger, pool: newPool(), dirty: make(map[string]bool),
 		rejected: make(map[wire.Reason]uint64), logged: make(map[string]bool), started: cfg.Now(),
 		goodbye: make(map[string]bool), bye: make(chan struct{}, 1), loaded: make(chan struct{}),
-		refused: make(map[string]bool), bell: newBell()}
+		refused: make(map[string]bool), keys: make(map[string][]byte), bell: newBell()}
 	c.ver = newVerifier(c)
 	c.history.se = c.stdErr // called under c.mu, as history.add is
 	return c, nil
@@ -738,6 +739,20 @@ func (c *Collector) readStreams(ctx context.Context, workers []string, hot bool)
 	return total, nil
 }
 
+// workerKey returns worker's key, derived once per worker read (e.Worker
+// is le.Worker here, and the streams read are bounded); c.mu is held.
+func (c *Collector) workerKey(worker string) []byte {
+	k, ok := c.keys[worker]
+	if !ok {
+		if len(c.keys) >= 2*c.cfg.MaxWorkers {
+			clear(c.keys) // as many as the streams it may read: start again
+		}
+		k = wire.WorkerKey(c.cfg.Key, worker)
+		c.keys[worker] = k
+	}
+	return k
+}
+
 // full reports whether the job tracks as many streams as it may:
 // 2·MaxWorkers, the workers credited and as many streams that hold only
 // rejected entries. c.mu is held.
@@ -844,7 +859,7 @@ func (c *Collector) check(le wire.LedgerEntry) (wire.Entry, error) {
 		if le.Sig == "" {
 			return fail(wire.Unsigned, "entry %d of %q has no signature and the job is in secure mode", e.Seq, e.Worker)
 		}
-		if !wire.SignatureOK(wire.WorkerKey(c.cfg.Key, e.Worker), le.Payload, le.Sig) {
+		if !wire.SignatureOK(c.workerKey(e.Worker), le.Payload, le.Sig) {
 			return fail(wire.BadSig, "entry %d of %q is not signed with its key", e.Seq, e.Worker)
 		}
 	}
