@@ -13,7 +13,11 @@ import (
 	"github.com/picluster/picluster/internal/redistest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// go-redis, after a failed dial, retries in a goroutine that sleeps a second
+// between tries and ends at its next wake once the client is closed.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
+}
 
 func open(t *testing.T, srv *redistest.Server, channel string) *redisbus.Bus {
 	t.Helper()
