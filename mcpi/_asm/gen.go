@@ -51,10 +51,7 @@ func avx512() {
 			VMOVDQU64(state(ptr, w, 8*v), s[w][v])
 		}
 	}
-	// Misses are counted on the integer side (KMOVW, POPCNT, ADD), which
-	// has idle ports, rather than with a masked vector add: on Zen 4 every
-	// ZMM operation takes two of the four vector pipes' slots.
-	acc, bits := GP64(), GP64()
+	acc, bits := GP64(), GP64() // misses512 says why they are counted here
 	XORQ(acc, acc)
 	miss := K()
 
@@ -64,21 +61,8 @@ func avx512() {
 	for v := range vecs {
 		s0, s1, s2, s3 := s[0][v], s[1][v], s[2][v], s[3][v]
 		out, t, x := ZMM(), ZMM(), ZMM()
-		VPADDQ(s3, s0, out)              // out = s0 + s3
-		VPSLLQ(U8(17), s1, t)            // t = s1 << 17
-		VPXORQ(s1, s3, s3)               // s3 ^= s1
-		VPTERNLOGQ(U8(0x96), s0, s2, s1) // s1 ^= s2 ^ s0   (old s2, s0)
-		VPTERNLOGQ(U8(0x96), t, s0, s2)  // s2 ^= s0 ^ t
-		VPXORQ(s3, s0, s0)               // s0 ^= s3        (s3 ^ s1, old s1)
-		VPROLQ(U8(45), s3, s3)           // s3 = rotl(s3, 45)
-		VPSRLQ(U8(32), out, x)           // x = out >> 32
-		VPMULUDQ(x, x, x)                // x² (exact, 64 bits)
-		VPMULUDQ(out, out, out)          // y² from the low 32 bits
-		VPADDQ(x, out, out)              // x² + y² mod 2⁶⁴
-		VPCMPUQ(U8(1), x, out, miss)     // carried: sum < x²
-		KMOVW(miss, bits.As32())         // count the misses
-		POPCNTL(bits.As32(), bits.As32())
-		ADDQ(bits, acc)
+		next512(s0, s1, s2, s3, out, t)
+		misses512(out, x, miss, bits, acc)
 	}
 	DECQ(n)
 	JNZ(LabelRef("loop512"))
@@ -91,6 +75,60 @@ func avx512() {
 	VZEROUPPER()
 	Store(acc, ReturnIndex(0))
 	RET()
+}
+
+// next512 advances the xoshiro256+ states s0 … s3 of 8 lanes and puts their
+// outputs in out; t is scratch. mcpi.stepLane is the definition.
+func next512(s0, s1, s2, s3, out, t VecVirtual) {
+	VPADDQ(s3, s0, out)              // out = s0 + s3
+	VPSLLQ(U8(17), s1, t)            // t = s1 << 17
+	VPXORQ(s1, s3, s3)               // s3 ^= s1
+	VPTERNLOGQ(U8(0x96), s0, s2, s1) // s1 ^= s2 ^ s0   (old s2, s0)
+	VPTERNLOGQ(U8(0x96), t, s0, s2)  // s2 ^= s0 ^ t
+	VPXORQ(s3, s0, s0)               // s0 ^= s3        (s3 ^ s1, old s1)
+	VPROLQ(U8(45), s3, s3)           // s3 = rotl(s3, 45)
+}
+
+// misses512 adds to acc how many of the 8 points in p (x in the high half,
+// y in the low) fall outside the circle; p and x are clobbered. Misses are
+// counted on the integer side (KMOVW, POPCNT, ADD), which has idle ports,
+// rather than with a masked vector add: on Zen 4 every ZMM operation takes
+// two of the four vector pipes' slots.
+func misses512(p, x VecVirtual, miss OpmaskVirtual, bits, acc GPVirtual) {
+	VPSRLQ(U8(32), p, x)       // x = p >> 32
+	VPMULUDQ(x, x, x)          // x² (exact, 64 bits)
+	VPMULUDQ(p, p, p)          // y² from the low 32 bits
+	VPADDQ(x, p, p)            // x² + y² mod 2⁶⁴
+	VPCMPUQ(U8(1), x, p, miss) // carried: sum < x²
+	KMOVW(miss, bits.As32())   // count the misses
+	POPCNTL(bits.As32(), bits.As32())
+	ADDQ(bits, acc)
+}
+
+// next2 is next512 for 4 lanes in YMM registers (AVX2 has no rotate).
+func next2(s0, s1, s2, s3, out, t VecVirtual) {
+	VPADDQ(s3, s0, out)    // out = s0 + s3
+	VPSLLQ(U8(17), s1, t)  // t = s1 << 17
+	VPXOR(s0, s2, s2)      // s2 ^= s0
+	VPXOR(s1, s3, s3)      // s3 ^= s1
+	VPXOR(s2, s1, s1)      // s1 ^= s2
+	VPXOR(s3, s0, s0)      // s0 ^= s3
+	VPXOR(t, s2, s2)       // s2 ^= t
+	VPSLLQ(U8(45), s3, t)  // s3 = rotl(s3, 45)
+	VPSRLQ(U8(19), s3, s3) //
+	VPOR(t, s3, s3)        //
+}
+
+// misses2 is misses512 on AVX2: it subtracts -1 from acc for each of the 4
+// points in p outside the circle; p, x and t are clobbered.
+func misses2(p, x, t, sign, acc VecVirtual) {
+	VPSRLQ(U8(32), p, x) // x = p >> 32
+	VPMULUDQ(x, x, x)    // x²
+	VPMULUDQ(p, p, p)    // y² from the low 32 bits
+	VPXOR(sign, x, x)    // x² + 2⁶³: the signed compare below is then unsigned
+	VPADDQ(x, p, p)      // x² + y² + 2⁶³
+	VPCMPGTQ(p, x, t)    // carried: x² > x² + y², all ones where true
+	VPSUBQ(t, acc, acc)  // count the misses
 }
 
 // sum reduces the four quadwords of y to a GP register, stores it as the
@@ -138,23 +176,8 @@ func avx2() {
 		for v := range vecs {
 			s0, s1, s2, s3 := s[0][v], s[1][v], s[2][v], s[3][v]
 			out, t, x := YMM(), YMM(), YMM()
-			VPADDQ(s3, s0, out)    // out = s0 + s3
-			VPSLLQ(U8(17), s1, t)  // t = s1 << 17
-			VPXOR(s0, s2, s2)      // s2 ^= s0
-			VPXOR(s1, s3, s3)      // s3 ^= s1
-			VPXOR(s2, s1, s1)      // s1 ^= s2
-			VPXOR(s3, s0, s0)      // s0 ^= s3
-			VPXOR(t, s2, s2)       // s2 ^= t
-			VPSLLQ(U8(45), s3, t)  // s3 = rotl(s3, 45)
-			VPSRLQ(U8(19), s3, s3) //
-			VPOR(t, s3, s3)        //
-			VPSRLQ(U8(32), out, x) // x = out >> 32
-			VPMULUDQ(x, x, x)      // x²
-			VPMULUDQ(out, out, out)
-			VPXOR(sign, x, x)   // x² + 2⁶³: the signed compare below is then unsigned
-			VPADDQ(x, out, out) // x² + y² + 2⁶³
-			VPCMPGTQ(out, x, t) // carried: x² > x² + y², all ones where true
-			VPSUBQ(t, acc, acc) // count the misses
+			next2(s0, s1, s2, s3, out, t)
+			misses2(out, x, t, sign, acc)
 		}
 		DECQ(cnt)
 		JNZ(loop)
@@ -209,23 +232,10 @@ func cellsAVX512() {
 	for v := range vecs {
 		s0, s1, s2, s3 := s[0][v], s[1][v], s[2][v], s[3][v]
 		out, t, x := ZMM(), ZMM(), ZMM()
-		VPADDQ(s3, s0, out)                     // out = s0 + s3
-		VPSLLQ(U8(17), s1, t)                   // t = s1 << 17
-		VPXORQ(s1, s3, s3)                      // s3 ^= s1
-		VPTERNLOGQ(U8(0x96), s0, s2, s1)        // s1 ^= s2 ^ s0   (old s2, s0)
-		VPTERNLOGQ(U8(0x96), t, s0, s2)         // s2 ^= s0 ^ t
-		VPXORQ(s3, s0, s0)                      // s0 ^= s3        (s3 ^ s1, old s1)
-		VPROLQ(U8(45), s3, s3)                  // s3 = rotl(s3, 45)
+		next512(s0, s1, s2, s3, out, t)
 		VPSRLVD(kv, out, out)                   // both jitters: each half >> k
 		VPTERNLOGQ(U8(ternOr3), yv, xb[v], out) // (xb << 32 | yb) | jitters: the point
-		VPSRLQ(U8(32), out, x)                  // x
-		VPMULUDQ(x, x, x)                       // x²
-		VPMULUDQ(out, out, out)                 // y² from the low 32 bits
-		VPADDQ(x, out, out)                     // x² + y² mod 2⁶⁴
-		VPCMPUQ(U8(1), x, out, miss)            // carried: sum < x²
-		KMOVW(miss, bits.As32())
-		POPCNTL(bits.As32(), bits.As32())
-		ADDQ(bits, acc)
+		misses512(out, x, miss, bits, acc)
 	}
 	VPADDQ(wv, yv, yv) // the next row
 	DECQ(n)
@@ -290,26 +300,11 @@ func cellsAVX2() {
 		for v := range vecs {
 			s0, s1, s2, s3 := s[0][v], s[1][v], s[2][v], s[3][v]
 			out, t, x := YMM(), YMM(), YMM()
-			VPADDQ(s3, s0, out)    // out = s0 + s3
-			VPSLLQ(U8(17), s1, t)  // t = s1 << 17
-			VPXOR(s0, s2, s2)      // s2 ^= s0
-			VPXOR(s1, s3, s3)      // s3 ^= s1
-			VPXOR(s2, s1, s1)      // s1 ^= s2
-			VPXOR(s3, s0, s0)      // s0 ^= s3
-			VPXOR(t, s2, s2)       // s2 ^= t
-			VPSLLQ(U8(45), s3, t)  // s3 = rotl(s3, 45)
-			VPSRLQ(U8(19), s3, s3) //
-			VPOR(t, s3, s3)        //
+			next2(s0, s1, s2, s3, out, t)
 			VPSRLVD(kv, out, out)  // both jitters: each half >> k
 			VPOR(xmem.Offset((chunk*4*vecs+4*v)*8), out, out)
 			VPOR(yv, out, out)     // (xb << 32 | yb) | jitters: the point
-			VPSRLQ(U8(32), out, x) // x
-			VPMULUDQ(x, x, x)
-			VPMULUDQ(out, out, out)
-			VPXOR(sign, x, x)   // x² + 2⁶³: the signed compare below is then unsigned
-			VPADDQ(x, out, out) // x² + y² + 2⁶³
-			VPCMPGTQ(out, x, t) // carried: x² > x² + y², all ones where true
-			VPSUBQ(t, acc, acc) // count the misses
+			misses2(out, x, t, sign, acc)
 		}
 		VPADDQ(wmem, yv, yv) // the next row
 		DECQ(cnt)
