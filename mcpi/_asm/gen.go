@@ -301,9 +301,9 @@ func cellsAVX2() {
 			s0, s1, s2, s3 := s[0][v], s[1][v], s[2][v], s[3][v]
 			out, t, x := YMM(), YMM(), YMM()
 			next2(s0, s1, s2, s3, out, t)
-			VPSRLVD(kv, out, out)  // both jitters: each half >> k
+			VPSRLVD(kv, out, out) // both jitters: each half >> k
 			VPOR(xmem.Offset((chunk*4*vecs+4*v)*8), out, out)
-			VPOR(yv, out, out)     // (xb << 32 | yb) | jitters: the point
+			VPOR(yv, out, out) // (xb << 32 | yb) | jitters: the point
 			misses2(out, x, t, sign, acc)
 		}
 		VPADDQ(wmem, yv, yv) // the next row
