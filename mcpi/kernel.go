@@ -63,6 +63,12 @@ func ParseKernel(name string) (Kernel, error) {
 // are x and its low 32 bits y; the point is inside when x² + y² < 2⁶⁴, which
 // holds exactly when the 64-bit sum x² + y² does not carry.
 func stepLane(b *block, i int) uint64 {
+	out := next(b, i)
+	return outside(out>>32, uint64(uint32(out)))
+}
+
+// next advances lane i of b by one xoshiro256+ step and returns its output.
+func next(b *block, i int) uint64 {
 	s0, s1, s2, s3 := b.s[0][i], b.s[1][i], b.s[2][i], b.s[3][i]
 	out := s0 + s3
 	t := s1 << 17
@@ -73,7 +79,12 @@ func stepLane(b *block, i int) uint64 {
 	s2 ^= t
 	s3 = bits.RotateLeft64(s3, 45)
 	b.s[0][i], b.s[1][i], b.s[2][i], b.s[3][i] = s0, s1, s2, s3
-	x, y := out>>32, uint64(uint32(out))
+	return out
+}
+
+// outside returns 1 if the point (x, y) of 32-bit coordinates is outside
+// the circle: the 64-bit sum x² + y² carries.
+func outside(x, y uint64) uint64 {
 	_, carry := bits.Add64(x*x, y*y, 0)
 	return carry
 }

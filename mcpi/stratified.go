@@ -56,19 +56,8 @@ type cellRun struct {
 // bits for x (bits 32+k … 63) and the high 32 − k bits of its low half for
 // y (bits k … 31); bits 0 … k−1 and 32 … 31+k are not used.
 func stepCell(b *block, i int, xb, yb, k uint64) uint64 {
-	s0, s1, s2, s3 := b.s[0][i], b.s[1][i], b.s[2][i], b.s[3][i]
-	out := s0 + s3
-	t := s1 << 17
-	s2 ^= s0
-	s3 ^= s1
-	s1 ^= s2
-	s0 ^= s3
-	s2 ^= t
-	s3 = bits.RotateLeft64(s3, 45)
-	b.s[0][i], b.s[1][i], b.s[2][i], b.s[3][i] = s0, s1, s2, s3
-	x, y := xb|out>>(32+k), yb|uint64(uint32(out)>>k)
-	_, carry := bits.Add64(x*x, y*y, 0)
-	return carry
+	out := next(b, i)
+	return outside(xb|out>>(32+k), yb|uint64(uint32(out)>>k))
 }
 
 // genericCells is the pure-Go stratified kernel: every lane of b draws steps
