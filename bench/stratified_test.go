@@ -10,6 +10,7 @@ import (
 
 	"gonum.org/v1/gonum/stat/distuv"
 
+	"github.com/picluster/picluster/collector"
 	"github.com/picluster/picluster/mcpi"
 	"github.com/picluster/picluster/worker"
 )
@@ -18,17 +19,6 @@ var (
 	rate = flag.Bool("strat.rate", false, "measure the stratified batch SE for K = 2^8 … 2^15 (about a minute)")
 	race = flag.Bool("strat.race", false, "time MC to SE 1e-6 and stratified to 1e-7 and 1e-8 (about 15 minutes of every core)")
 )
-
-// fit returns the least-squares slope of log y against log x.
-func fit(x, y []float64) float64 {
-	var sx, sy, sxx, sxy float64
-	for i := range x {
-		lx, ly := math.Log(x[i]), math.Log(y[i])
-		sx, sy, sxx, sxy = sx+lx, sy+ly, sxx+lx*lx, sxy+lx*ly
-	}
-	n := float64(len(x))
-	return (n*sxy - sx*sy) / (n*sxx - sx*sx)
-}
 
 // TestStratifiedRate measures the per-batch SE of stratified batches for
 // K = 2^8 … 2^15, 64 batches each (seed 0x4a7e, worker "rate"), on every
@@ -56,7 +46,7 @@ func TestStratifiedRate(t *testing.T) {
 		ns, ses = append(ns, float64(kk*kk)), append(ses, se)
 		t.Logf("K=2^%-2d n=2^%-2d batch SE %.4g  4√(K/3)/K² %.4g  ratio %.3f  (MC at the same n: %.3g)", lg, 2*lg, se, mcpi.StratifiedSE(kk), se/mcpi.StratifiedSE(kk), 1.642/math.Sqrt(float64(kk*kk)))
 	}
-	slope := fit(ns, ses)
+	slope := collector.LogSlope(ns, ses)
 	t.Logf("fitted exponent of the batch SE in n: %.3f (want −0.75 ± 0.05; plain MC −0.5)", slope)
 	if math.Abs(slope+0.75) > 0.05 {
 		t.Errorf("exponent %.3f, want −0.75 ± 0.05", slope)

@@ -147,20 +147,28 @@ func Slope(pts []Point) float64 {
 		return math.NaN()
 	}
 	last := pts[len(pts)-1].N
-	var sx, sy, sxx, sxy, m, lo float64
-	lo = math.Inf(1)
+	var ns, ses []float64
 	for _, p := range pts {
 		if p.N < last/100 || !(p.StdErr > 0) || math.IsInf(p.StdErr, 0) {
 			continue
 		}
-		x, y := math.Log(p.N), math.Log(p.StdErr)
-		sx, sy, sxx, sxy, m = sx+x, sy+y, sxx+x*x, sxy+x*y, m+1
-		lo = min(lo, p.N)
+		ns, ses = append(ns, p.N), append(ses, p.StdErr)
 	}
-	if m < 3 || last < 2*lo {
+	if len(ns) < 3 || last < 2*ns[0] {
 		return math.NaN()
 	}
-	return (m*sxy - sx*sy) / (m*sxx - sx*sx)
+	return LogSlope(ns, ses)
+}
+
+// LogSlope returns the least-squares slope of log y against log x.
+func LogSlope(x, y []float64) float64 {
+	var sx, sy, sxx, sxy float64
+	for i := range x {
+		lx, ly := math.Log(x[i]), math.Log(y[i])
+		sx, sy, sxx, sxy = sx+lx, sy+ly, sxx+lx*lx, sxy+lx*ly
+	}
+	n := float64(len(x))
+	return (n*sxy - sx*sy) / (n*sxx - sx*sx)
 }
 
 // checkEstimator refuses an entry that is not of the job's estimator: plain
