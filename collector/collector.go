@@ -593,11 +593,11 @@ func (c *Collector) catchUp(ctx context.Context) (int, error) {
 // read, and reloads from the checkpoint when the ledger was trimmed past it
 // already (this collector was away, or had not registered yet).
 func (c *Collector) sweep(ctx context.Context) error {
-	start, err := c.bus.Time(ctx)
+	start, err := c.busNow(ctx)
 	if err != nil {
 		return err
 	}
-	if err := c.ensureAhead(ctx); err != nil {
+	if err := c.ensureAhead(ctx, start); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -634,8 +634,8 @@ func (c *Collector) sweep(ctx context.Context) error {
 		return err
 	}
 	c.mu.Lock()
-	if wire.Later(start, c.pool.mark) {
-		c.pool.mark = start
+	if mark := start.String(); wire.Later(mark, c.pool.mark) {
+		c.pool.mark = mark
 	}
 	c.mu.Unlock()
 	return nil
@@ -643,8 +643,8 @@ func (c *Collector) sweep(ctx context.Context) error {
 
 // ensureAhead records this collector's mark among the ledger's readers and
 // reloads from the checkpoint when the ledger was trimmed past it.
-func (c *Collector) ensureAhead(ctx context.Context) error {
-	if _, err := c.register(ctx); err != nil {
+func (c *Collector) ensureAhead(ctx context.Context, now wire.ID) error {
+	if err := c.register(ctx, now); err != nil {
 		return err
 	}
 	readers, err := c.bus.Readers(ctx)

@@ -60,7 +60,10 @@ func (c *Collector) tend(ctx context.Context, stop context.CancelCauseFunc) {
 			c.log.Warn("reading the quarantine failed; retrying at the next checkpoint", "err", err)
 		}
 		c.checkpoint(ctx)
-		now, err := c.register(ctx)
+		now, err := c.busNow(ctx)
+		if err == nil {
+			err = c.register(ctx, now)
+		}
 		if err == nil {
 			err = c.trim(ctx, now) // each stream at most every LedgerWindow/trimEvery
 		}
@@ -70,22 +73,24 @@ func (c *Collector) tend(ctx context.Context, stop context.CancelCauseFunc) {
 	}
 }
 
-// register records this collector's mark among the ledger's readers,
-// stamped with the bus's clock, which it returns: a collector whose record
-// is older than readerTTL by that clock is taken to be gone.
-func (c *Collector) register(ctx context.Context) (wire.ID, error) {
+// busNow returns the bus's clock: the one that stamps the entries, and
+// the readers' records.
+func (c *Collector) busNow(ctx context.Context) (wire.ID, error) {
 	t, err := c.bus.Time(ctx)
 	if err != nil {
 		return wire.ID{}, err
 	}
-	now, err := wire.ParseID(t)
-	if err != nil {
-		return wire.ID{}, err
-	}
+	return wire.ParseID(t)
+}
+
+// register records this collector's mark among the ledger's readers,
+// stamped with now by the bus's clock: a collector whose record is older
+// than readerTTL by that clock is taken to be gone.
+func (c *Collector) register(ctx context.Context, now wire.ID) error {
 	c.mu.Lock()
 	mark := c.pool.mark
 	c.mu.Unlock()
-	return now, c.bus.SetReader(ctx, c.cfg.Name, mark+" "+strconv.FormatUint(now.Ms, 10))
+	return c.bus.SetReader(ctx, c.cfg.Name, mark+" "+strconv.FormatUint(now.Ms, 10))
 }
 
 // restore writes the job state, the quarantine and, at the next checkpoint,
