@@ -793,11 +793,10 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 			c.reject(err, cmp.Or(e.Worker, "ledger entry "+le.ID+" of "+le.Worker))
 			continue
 		}
-		c.pool.credit(e, now)
-		c.pool.workers[e.Worker].Pos = le.ID
+		w := c.pool.credit(e, le.ID, now)
 		c.dirty[e.Worker] = true
 		changed = true
-		if w := c.pool.workers[e.Worker]; w.Gaps > MaxGaps {
+		if w.Gaps > MaxGaps {
 			rec := wire.QuarantineRecord{Reason: "gaps", Seq: e.Seq, Job: c.job.Job, By: c.cfg.Name, At: now.UTC().Format(time.RFC3339)}
 			if c.pool.quarantine(e.Worker, rec) {
 				gapped = append(gapped, e.Worker)

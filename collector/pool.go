@@ -49,8 +49,9 @@ func newPool() *pool {
 // touch marks worker's row for the next snapshot's copy.
 func (p *pool) touch(worker string) { p.touched[worker] = struct{}{} }
 
-// credit adds one entry, checked already, to worker's credit.
-func (p *pool) credit(e wire.Entry, now time.Time) {
+// credit adds one entry, checked already and at position pos of its
+// worker's stream, to the worker's credit, which it returns.
+func (p *pool) credit(e wire.Entry, pos string, now time.Time) *wire.Credit {
 	w := p.workers[e.Worker]
 	if w == nil {
 		w = &wire.Credit{}
@@ -62,7 +63,7 @@ func (p *pool) credit(e wire.Entry, now time.Time) {
 	w.TotalN += e.N
 	w.TotalHits += e.Hits
 	w.Entries++
-	w.Kernel, w.Seconds = e.Kernel, e.Seconds
+	w.Kernel, w.Seconds, w.Pos = e.Kernel, e.Seconds, pos
 	if e.Cells != 0 { // checked: the job is stratified
 		w.DevSq += p.strat.add(e.N, e.Hits)
 	}
@@ -73,6 +74,7 @@ func (p *pool) credit(e wire.Entry, now time.Time) {
 	p.seen[e.Worker] = now
 	p.left[e.Worker] = false
 	p.touch(e.Worker)
+	return w
 }
 
 // addAnonymous adds a seed-style batch.
