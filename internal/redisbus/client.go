@@ -187,33 +187,6 @@ func (b *Bus) replicated(ctx context.Context, conn *redis.Conn) error {
 	}
 }
 
-// scan calls fn with the job's keys that start with prefix (e.g. b.k.Lease),
-// a page at a time; a key may come twice (SCAN's guarantee). On a cluster
-// SCAN runs on the master of the job's slot, where all the job's keys are.
-func (b *Bus) scan(ctx context.Context, prefix string, fn func(keys []string) error) error {
-	c, err := b.jobNode(ctx)
-	if err != nil {
-		return classify(fmt.Errorf("scan %s*: %w", prefix, err))
-	}
-	pattern := GlobEscape(prefix) + "*"
-	var cursor uint64
-	for {
-		keys, next, err := c.Scan(ctx, cursor, pattern, 1000).Result()
-		if err != nil {
-			b.reload(ctx)
-			return classify(fmt.Errorf("scan %s*: %w", prefix, err))
-		}
-		if len(keys) > 0 {
-			if err := fn(keys); err != nil {
-				return err
-			}
-		}
-		if cursor = next; cursor == 0 {
-			return nil
-		}
-	}
-}
-
 // jobNode returns the client of the server that holds the job, for SCAN
 // and TIME: on a cluster, the master of the job's slot.
 func (b *Bus) jobNode(ctx context.Context) (redis.Cmdable, error) {

@@ -146,8 +146,8 @@ func testJobsSpread(t *testing.T, c *redistest.Cluster) {
 	t.Logf("jobs per master: %v", perMaster)
 }
 
-// testScan: the job's keys are found on the master of its slot, and only
-// the job's. The job's name has a glob character, escaped in SCAN's
+// testScan: the job's streams are found on the master of its slot, and
+// only the job's. The job's name has a glob character, escaped in SCAN's
 // pattern, where go-redis would read a hash tag of another slot.
 func testScan(t *testing.T, c *redistest.Cluster) {
 	var channel string
@@ -159,24 +159,33 @@ func testScan(t *testing.T, c *redistest.Cluster) {
 	tag := "{" + channel + "}"
 	args := []string{"MSET"}
 	for i := range 2500 {
-		args = append(args, fmt.Sprintf("%s:x:%d", tag, i), "v", fmt.Sprintf("%s:y:%d", tag, i), "v")
+		args = append(args, fmt.Sprintf("%s:y:%d", tag, i), "v") // not streams of the ledger
 	}
 	if _, err := redistest.Cli(c.MasterOf(tag), args...); err != nil {
 		t.Fatal(err)
 	}
 	bus := openURL(t, c.URL(), channel)
-	seen := map[string]bool{}
-	err := bus.Scan(t.Context(), tag+":x:", func(keys []string) error {
-		for _, k := range keys {
-			if !strings.HasPrefix(k, tag+":x:") {
-				t.Errorf("scan of %s:x: found %s", tag, k)
-			}
-			seen[k] = true
+	for i := range 1500 { // more than one page
+		if err := bus.Append(t.Context(), fmt.Sprint(i), []wire.Signed{{Payload: []byte("e")}}); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	if err != nil || len(seen) != 2500 {
-		t.Fatalf("scan found %d keys, %v; want 2500", len(seen), err)
+	}
+	seen := map[string]bool{}
+	var cursor uint64
+	for {
+		ws, next, err := bus.ScanLedgers(t.Context(), cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws {
+			seen[w] = true
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	if len(seen) != 1500 {
+		t.Fatalf("ScanLedgers found %d workers; want 1500", len(seen))
 	}
 }
 

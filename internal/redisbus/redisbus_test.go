@@ -90,16 +90,17 @@ func TestSingleServer(t *testing.T) {
 		}
 	})
 	t.Run("ScanTakesTheChannelLiterally", func(t *testing.T) {
-		if _, err := redistest.Cli(srv, "MSET", "{s*[1]}:x:1", "v", "{sZ1}:x:2", "v", "{s*[1]}:y:3", "v"); err != nil {
+		for _, k := range []string{"{s*[1]}:ledger:1", "{sZ1}:ledger:2"} {
+			if _, err := redistest.Cli(srv, "XADD", k, "*", "e", "x"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := redistest.Cli(srv, "SET", "{s*[1]}:ledger:3", "not a stream"); err != nil {
 			t.Fatal(err)
 		}
-		var got []string
-		err := open(t, srv, "s*[1]").Scan(t.Context(), "{s*[1]}:x:", func(keys []string) error {
-			got = append(got, keys...)
-			return nil
-		})
-		if err != nil || len(got) != 1 || got[0] != "{s*[1]}:x:1" {
-			t.Fatalf("scan {s*[1]}:x: found %q, %v; want {s*[1]}:x:1 alone", got, err)
+		got, _, err := open(t, srv, "s*[1]").ScanLedgers(t.Context(), 0)
+		if err != nil || len(got) != 1 || got[0] != "1" {
+			t.Fatalf("ScanLedgers of job s*[1] found %q, %v; want worker 1 alone", got, err)
 		}
 	})
 }
