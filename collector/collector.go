@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -601,34 +603,24 @@ func (c *Collector) sweep(ctx context.Context) error {
 		return err
 	}
 	c.mu.Lock()
-	seen := make(map[string]bool, len(c.pool.cursor))
-	ids := make([]string, 0, len(c.pool.cursor))
-	for w := range c.pool.cursor {
-		seen[w] = true
-		ids = append(ids, w)
-	}
+	ids := slices.Collect(maps.Keys(c.pool.cursor))
 	c.mu.Unlock()
-	var cursor uint64
-	for {
-		workers, next, err := c.bus.ScanLedgers(ctx, cursor)
-		if err != nil {
-			return err
-		}
+	err = scanLedgers(ctx, c.bus, func(workers []string) error {
 		c.mu.Lock()
+		defer c.mu.Unlock()
 		for _, w := range workers {
-			switch {
-			case seen[w]:
+			switch _, tracked := c.pool.cursor[w]; {
+			case tracked: // read already, as tracked
 			case c.full():
 				c.refuse(w)
 			default:
-				seen[w] = true
 				ids = append(ids, w)
 			}
 		}
-		c.mu.Unlock()
-		if cursor = next; cursor == 0 {
-			break
-		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if _, err := c.readStreams(ctx, ids, true); err != nil {
 		return err

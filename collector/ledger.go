@@ -277,19 +277,10 @@ type LedgerReader interface {
 // fn, each stream in order, page by page: picluster verify and the tests
 // read a ledger with it.
 func ReadLedger(ctx context.Context, l LedgerReader, fn func(wire.LedgerEntry)) error {
-	var cursor uint64
-	seen := make(map[string]bool)
-	for {
-		workers, next, err := l.ScanLedgers(ctx, cursor)
-		if err != nil {
-			return err
-		}
-		var from []wire.Cursor
-		for _, w := range workers {
-			if !seen[w] { // a SCAN may return a key twice
-				seen[w] = true
-				from = append(from, wire.Cursor{Worker: w})
-			}
+	return scanLedgers(ctx, l, func(workers []string) error {
+		from := make([]wire.Cursor, len(workers))
+		for i, w := range workers {
+			from[i] = wire.Cursor{Worker: w}
 		}
 		for len(from) > 0 {
 			page, err := l.ReadLedgers(ctx, from[:min(len(from), ledgerKeys)], ledgerPage)
@@ -308,6 +299,30 @@ func ReadLedger(ctx context.Context, l LedgerReader, fn func(wire.LedgerEntry)) 
 					from = append(from, wire.Cursor{Worker: w, After: last[w]})
 				}
 			}
+		}
+		return nil
+	})
+}
+
+// scanLedgers hands fn, a SCAN page at a time, the workers whose stream of
+// the ledger exists, each once in a pass (a SCAN may return a key twice).
+func scanLedgers(ctx context.Context, l LedgerReader, fn func(workers []string) error) error {
+	seen := make(map[string]bool)
+	var cursor uint64
+	for {
+		workers, next, err := l.ScanLedgers(ctx, cursor)
+		if err != nil {
+			return err
+		}
+		fresh := workers[:0]
+		for _, w := range workers {
+			if !seen[w] {
+				seen[w] = true
+				fresh = append(fresh, w)
+			}
+		}
+		if err := fn(fresh); err != nil {
+			return err
 		}
 		if cursor = next; cursor == 0 {
 			return nil
