@@ -43,14 +43,8 @@ func avx512() {
 	Doc("stepsAVX512 advances 32 lanes by steps points each, 8 lanes to a ZMM register, and returns the misses.")
 	ptr := Load(Param("s"), GP64())
 	n := Load(Param("steps"), GP64())
-	const vecs = lanes / 8
-	var s [4][vecs]VecVirtual
-	for w := range 4 {
-		for v := range vecs {
-			s[w][v] = ZMM()
-			VMOVDQU64(state(ptr, w, 8*v), s[w][v])
-		}
-	}
+	const vecs = vecs512
+	s := load512(ptr)
 	acc, bits := GP64(), GP64() // misses512 says why they are counted here
 	XORQ(acc, acc)
 	miss := K()
@@ -67,14 +61,57 @@ func avx512() {
 	DECQ(n)
 	JNZ(LabelRef("loop512"))
 	Label("done512")
+	store512(s, ptr, acc)
+}
+
+// vecs512 is how many ZMM registers hold a state word of the 32 lanes.
+const vecs512 = lanes / 8
+
+// load512 loads the 32 lanes' states at ptr into ZMM registers.
+func load512(ptr Register) (s [4][vecs512]VecVirtual) {
 	for w := range 4 {
-		for v := range vecs {
+		for v := range vecs512 {
+			s[w][v] = ZMM()
+			VMOVDQU64(state(ptr, w, 8*v), s[w][v])
+		}
+	}
+	return s
+}
+
+// store512 stores the states s back at ptr and returns the misses in acc.
+func store512(s [4][vecs512]VecVirtual, ptr Register, acc GPVirtual) {
+	for w := range 4 {
+		for v := range vecs512 {
 			VMOVDQU64(s[w][v], state(ptr, w, 8*v))
 		}
 	}
 	VZEROUPPER()
 	Store(acc, ReturnIndex(0))
 	RET()
+}
+
+// vecs2 is how many YMM registers hold a state word of a chunk of 8 lanes:
+// 8 state registers of the 16.
+const vecs2 = 2
+
+// load2 loads the states of chunk (8 lanes) at ptr into YMM registers.
+func load2(ptr Register, chunk int) (s [4][vecs2]VecVirtual) {
+	for w := range 4 {
+		for v := range vecs2 {
+			s[w][v] = YMM()
+			VMOVDQU(state(ptr, w, chunk*4*vecs2+4*v), s[w][v])
+		}
+	}
+	return s
+}
+
+// store2 stores the states s of chunk back at ptr.
+func store2(s [4][vecs2]VecVirtual, ptr Register, chunk int) {
+	for w := range 4 {
+		for v := range vecs2 {
+			VMOVDQU(s[w][v], state(ptr, w, chunk*4*vecs2+4*v))
+		}
+	}
 }
 
 // next512 advances the xoshiro256+ states s0 … s3 of 8 lanes and puts their
@@ -161,15 +198,9 @@ func avx2() {
 	TESTQ(n, n)
 	JZ(LabelRef("done2"))
 	cnt := GP64()
-	const vecs = 2 // 8 lanes a chunk: 8 state registers of the 16
+	const vecs = vecs2
 	for chunk := range lanes / (4 * vecs) {
-		var s [4][vecs]VecVirtual
-		for w := range 4 {
-			for v := range vecs {
-				s[w][v] = YMM()
-				VMOVDQU(state(ptr, w, chunk*4*vecs+4*v), s[w][v])
-			}
-		}
+		s := load2(ptr, chunk)
 		MOVQ(n, cnt)
 		loop := LabelRef("loop2_" + string(rune('a'+chunk)))
 		Label(string(loop))
@@ -181,11 +212,7 @@ func avx2() {
 		}
 		DECQ(cnt)
 		JNZ(loop)
-		for w := range 4 {
-			for v := range vecs {
-				VMOVDQU(s[w][v], state(ptr, w, chunk*4*vecs+4*v))
-			}
-		}
+		store2(s, ptr, chunk)
 	}
 	Label("done2")
 	sum(acc)
@@ -208,15 +235,9 @@ func cellsAVX512() {
 	kr := GP64()
 	Load(Param("k"), kr)
 	VPBROADCASTD(kr.As32(), kv) // both halves of every lane shift right by k
-	const vecs = lanes / 8
-	var s [4][vecs]VecVirtual
+	const vecs = vecs512
+	s := load512(ptr)
 	var xb [vecs]VecVirtual
-	for w := range 4 {
-		for v := range vecs {
-			s[w][v] = ZMM()
-			VMOVDQU64(state(ptr, w, 8*v), s[w][v])
-		}
-	}
 	for v := range vecs {
 		xb[v] = ZMM()
 		VMOVDQU64(Mem{Base: xp, Disp: 64 * v}, xb[v])
@@ -241,14 +262,7 @@ func cellsAVX512() {
 	DECQ(n)
 	JNZ(LabelRef("loopc512"))
 	Label("donec512")
-	for w := range 4 {
-		for v := range vecs {
-			VMOVDQU64(s[w][v], state(ptr, w, 8*v))
-		}
-	}
-	VZEROUPPER()
-	Store(acc, ReturnIndex(0))
-	RET()
+	store512(s, ptr, acc)
 }
 
 func cellsAVX2() {
@@ -282,15 +296,9 @@ func cellsAVX2() {
 	TESTQ(n, n)
 	JZ(LabelRef("donec2"))
 	cnt := GP64()
-	const vecs = 2
+	const vecs = vecs2
 	for chunk := range lanes / (4 * vecs) {
-		var s [4][vecs]VecVirtual
-		for w := range 4 {
-			for v := range vecs {
-				s[w][v] = YMM()
-				VMOVDQU(state(ptr, w, chunk*4*vecs+4*v), s[w][v])
-			}
-		}
+		s := load2(ptr, chunk)
 		yv := YMM()
 		VMOVQ(y0, yv.AsX())
 		VPBROADCASTQ(yv.AsX(), yv)
@@ -309,11 +317,7 @@ func cellsAVX2() {
 		VPADDQ(wmem, yv, yv) // the next row
 		DECQ(cnt)
 		JNZ(loop)
-		for w := range 4 {
-			for v := range vecs {
-				VMOVDQU(s[w][v], state(ptr, w, chunk*4*vecs+4*v))
-			}
-		}
+		store2(s, ptr, chunk)
 	}
 	Label("donec2")
 	sum(acc)
