@@ -76,12 +76,8 @@ func (b Batch) GroupHitsStop(g int, k Kernel, stop func() bool) (uint64, bool) {
 	if steps == 0 && first >= extra {
 		return 0, true
 	}
-	blk := blocks.Get().(*block) // the kernel's indirect call would move a local block to the heap
+	blk := b.seeded(first)
 	defer blocks.Put(blk)
-	base := b.base()
-	for i := range GroupLanes {
-		blk.s[0][i], blk.s[1][i], blk.s[2][i], blk.s[3][i] = seedLane(base, first+i)
-	}
 	var misses uint64
 	for left := steps; left > 0; { // the kernel leaves each lane's state advanced: chunks continue it
 		if stop != nil && stop() {
@@ -95,6 +91,18 @@ func (b Batch) GroupHitsStop(g int, k Kernel, stop func() bool) (uint64, bool) {
 		misses += stepLane(blk, i)
 	}
 	return uint64(GroupLanes)*steps + uint64(max(0, min(GroupLanes, extra-first))) - misses, true
+}
+
+// seeded returns a block from the pool with the lanes first, first+1, …
+// of b seeded; put it back when done. (The kernel's indirect call would
+// move a local block to the heap.)
+func (b Batch) seeded(first int) *block {
+	blk := blocks.Get().(*block)
+	base := b.base()
+	for i := range GroupLanes {
+		blk.s[0][i], blk.s[1][i], blk.s[2][i], blk.s[3][i] = seedLane(base, first+i)
+	}
+	return blk
 }
 
 // Hits returns the batch's hits, computed group by group on this goroutine.

@@ -131,11 +131,8 @@ func (b Batch) stratifiedGroupHits(g int, k Kernel, stop func() bool) (uint64, b
 	steps := kk * kk / Lanes // every lane's cells
 	run := min(steps, kk)    // steps in one column before a lane moves to the next
 	first := g * GroupLanes
-	var blk block
-	base := b.base()
-	for i := range GroupLanes {
-		blk.s[0][i], blk.s[1][i], blk.s[2][i], blk.s[3][i] = seedLane(base, first+i)
-	}
+	blk := b.seeded(first)
+	defer blocks.Put(blk)
 	c := cellRun{w: 1 << (32 - lg), k: lg}
 	var misses uint64
 	for t := uint64(0); t < steps; t += run {
@@ -150,7 +147,7 @@ func (b Batch) stratifiedGroupHits(g int, k Kernel, stop func() bool) (uint64, b
 				return 0, false
 			}
 			n := min(left, ChunkSteps)
-			misses += k.cells(&blk, &c, n)
+			misses += k.cells(blk, &c, n)
 			c.y += n * c.w
 			left -= n
 		}
