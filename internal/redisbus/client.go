@@ -2,6 +2,7 @@ package redisbus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -25,16 +26,22 @@ const (
 // are given (to every server of a cluster or a Sentinel setup, sentinels
 // included).
 func newClient(t target, files *TLSFiles) (redis.UniversalClient, error) {
+	// tlsFor is the TLS configuration for a server dialled at host ("": each
+	// node verified by the host it is dialled at): the files', or with none
+	// the URL's own (rediss://), cur.
+	tlsFor := func(cur *tls.Config, host string) (*tls.Config, error) {
+		if files == nil || files.empty() {
+			return cur, nil
+		}
+		return files.config(host)
+	}
 	var hook redis.Hook
+	var err error
 	switch t.mode {
 	case Single:
 		opt := t.single
-		if files != nil && !files.empty() {
-			cfg, err := files.config(opt.Addr)
-			if err != nil {
-				return nil, err
-			}
-			opt.TLSConfig = cfg
+		if opt.TLSConfig, err = tlsFor(opt.TLSConfig, opt.Addr); err != nil {
+			return nil, err
 		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = dialTimeout, ioTimeout, ioTimeout
 		opt.PoolSize = poolSize
@@ -45,12 +52,8 @@ func newClient(t target, files *TLSFiles) (redis.UniversalClient, error) {
 		return c, nil
 	case Cluster:
 		opt := t.cluster
-		if files != nil && !files.empty() {
-			cfg, err := files.config("") // each node is verified by the host it is dialled at
-			if err != nil {
-				return nil, err
-			}
-			opt.TLSConfig = cfg
+		if opt.TLSConfig, err = tlsFor(opt.TLSConfig, ""); err != nil {
+			return nil, err
 		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = dialTimeout, ioTimeout, ioTimeout
 		opt.PoolSize = poolSize
@@ -66,12 +69,8 @@ func newClient(t target, files *TLSFiles) (redis.UniversalClient, error) {
 		return c, nil
 	default:
 		opt := t.failover
-		if files != nil && !files.empty() {
-			cfg, err := files.config("")
-			if err != nil {
-				return nil, err
-			}
-			opt.TLSConfig = cfg
+		if opt.TLSConfig, err = tlsFor(opt.TLSConfig, ""); err != nil {
+			return nil, err
 		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = dialTimeout, ioTimeout, ioTimeout
 		opt.PoolSize = poolSize

@@ -161,3 +161,30 @@ func TestFailoverRepliesAreTransient(t *testing.T) {
 		t.Errorf("MOVED to redis://: %v, want permanent, naming redis+cluster://", err)
 	}
 }
+
+// A rediss:// URL without TLS files keeps the TLS its scheme asks for.
+func TestRedissWithoutFilesKeepsTLS(t *testing.T) {
+	for _, url := range []string{"rediss://h:1", "rediss+cluster://h1,h2"} {
+		tgt, err := parseURL(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, files := range []*TLSFiles{nil, {}} {
+			c, err := newClient(tgt, files)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cfg *tls.Config
+			switch c := c.(type) {
+			case *redis.ClusterClient:
+				cfg = c.Options().TLSConfig
+			case *redis.Client:
+				cfg = c.Options().TLSConfig
+			}
+			c.Close()
+			if cfg == nil {
+				t.Errorf("%s with TLS files %v: no TLS", url, files)
+			}
+		}
+	}
+}
