@@ -110,57 +110,55 @@ func DecodeEntry(b []byte) (Entry, error) {
 		return Entry{}, err
 	}
 	var cells uint64
-	if c, ok := m["cells"]; ok {
-		delete(m, "cells") // optional: only stratified entries have it
+	if c := m.get("cells"); c != nil { // only stratified entries have it
+		var ok bool
 		if cells, ok = uintField(c); !ok || cells == 0 {
 			return Entry{}, reject(WrongEstimator, "cells = %s, want an integer ≥ 1", show(c))
 		}
 	}
-	if len(m) != len(entryFields) {
-		for _, f := range entryFields {
-			if m[f] == nil {
-				return Entry{}, reject(NotEntry, "member %q missing", f)
-			}
+	for i, f := range entryFields { // all but cells
+		if m.vals[i] == nil {
+			return Entry{}, reject(NotEntry, "member %q missing", f)
 		}
 	}
 	e := Entry{Cells: cells}
 	var ok [8]bool
 	var v uint64
-	v, ok[0] = uintField(m["v"])
+	v, ok[0] = uintField(m.get("v"))
 	e.V = int(min(v, 1<<16))
-	e.Job, ok[1] = str(m["job"])
-	e.Worker, ok[2] = str(m["worker"])
-	e.Seq, ok[3] = uintField(m["seq"])
-	e.N, ok[4] = uintField(m["n"])
-	e.Hits, ok[5] = uintField(m["hits"])
-	e.Seed, ok[6] = str(m["seed"])
-	e.Kernel, ok[7] = str(m["kernel"])
-	pi, okPi := floatField(m["pi_approx"])
-	secs, okSecs := floatField(m["seconds"])
+	e.Job, ok[1] = str(m.get("job"))
+	e.Worker, ok[2] = str(m.get("worker"))
+	e.Seq, ok[3] = uintField(m.get("seq"))
+	e.N, ok[4] = uintField(m.get("n"))
+	e.Hits, ok[5] = uintField(m.get("hits"))
+	e.Seed, ok[6] = str(m.get("seed"))
+	e.Kernel, ok[7] = str(m.get("kernel"))
+	pi, okPi := floatField(m.get("pi_approx"))
+	secs, okSecs := floatField(m.get("seconds"))
 	switch {
 	case !ok[0] || e.V != LedgerVersion:
-		return Entry{}, reject(BadVersion, "v = %s, want %d", show(m["v"]), LedgerVersion)
+		return Entry{}, reject(BadVersion, "v = %s, want %d", show(m.get("v")), LedgerVersion)
 	case !ok[2] || !validWorker(e.Worker):
-		return Entry{}, reject(BadWorker, "worker = %s", show(m["worker"]))
+		return Entry{}, reject(BadWorker, "worker = %s", show(m.get("worker")))
 	case !ok[1] || !hex16(e.Job):
-		return e, reject(WrongJob, "job = %s is not a job id", show(m["job"]))
+		return e, reject(WrongJob, "job = %s is not a job id", show(m.get("job")))
 	case !ok[3] || e.Seq == 0:
-		return e, reject(BadSeq, "seq = %s, want an integer ≥ 1", show(m["seq"]))
+		return e, reject(BadSeq, "seq = %s, want an integer ≥ 1", show(m.get("seq")))
 	case !ok[4] || e.N == 0 || e.N > MaxEntryN:
-		return e, reject(BadN, "n = %s, want 1 … %d", show(m["n"]), uint64(MaxEntryN))
+		return e, reject(BadN, "n = %s, want 1 … %d", show(m.get("n")), uint64(MaxEntryN))
 	case !ok[5] || e.Hits > e.N:
-		return e, reject(BadHits, "hits = %s, n = %d", show(m["hits"]), e.N)
+		return e, reject(BadHits, "hits = %s, n = %d", show(m.get("hits")), e.N)
 	case !ok[6] || !hex16(e.Seed):
-		return e, reject(BadSeed, "seed = %s, want 16 lower-case hex digits", show(m["seed"]))
+		return e, reject(BadSeed, "seed = %s, want 16 lower-case hex digits", show(m.get("seed")))
 	case !ok[7] || !printable(e.Kernel, 32):
-		return e, reject(BadField, "kernel = %s, want 1 to 32 printable characters", show(m["kernel"]))
+		return e, reject(BadField, "kernel = %s, want 1 to 32 printable characters", show(m.get("kernel")))
 	case !okSecs || secs < 0 || secs > MaxSeconds || secs > 0 && float64(e.N)/secs > MaxRate:
-		return e, reject(BadSeconds, "seconds = %s for %d samples: want [0, %d] and at most %g samples/s", show(m["seconds"]), e.N, MaxSeconds, MaxRate)
+		return e, reject(BadSeconds, "seconds = %s for %d samples: want [0, %d] and at most %g samples/s", show(m.get("seconds")), e.N, MaxSeconds, MaxRate)
 	}
 	e.Seconds = secs
 	e.PiApprox = 4 * float64(e.Hits) / float64(e.N)
 	if d := e.PiApprox - pi; !okPi || d > PiTolerance || d < -PiTolerance {
-		return e, reject(HitsMismatch, "pi_approx = %s but 4·%d/%d = %v", show(m["pi_approx"]), e.Hits, e.N, e.PiApprox)
+		return e, reject(HitsMismatch, "pi_approx = %s but 4·%d/%d = %v", show(m.get("pi_approx")), e.Hits, e.N, e.PiApprox)
 	}
 	return e, nil
 }

@@ -42,13 +42,13 @@ func DecodePresence(b []byte) (Presence, error) {
 		return p, err
 	}
 	var ok bool
-	if p.Worker, ok = str(w["worker"]); !ok || !validWorker(p.Worker) {
-		return p, reject(BadWorker, "worker %s", show(w["worker"]))
+	if p.Worker, ok = str(w.get("worker")); !ok || !validWorker(p.Worker) {
+		return p, reject(BadWorker, "worker %s", show(w.get("worker")))
 	}
-	if p.Status, _ = str(w["status"]); p.Status != Alive && p.Status != Left {
-		return p, &Error{Reason: BadField, Detail: fmt.Sprintf("presence status %s", show(w["status"]))}
+	if p.Status, _ = str(w.get("status")); p.Status != Alive && p.Status != Left {
+		return p, &Error{Reason: BadField, Detail: fmt.Sprintf("presence status %s", show(w.get("status")))}
 	}
-	if v, has := w["at"]; has {
+	if v := w.get("at"); v != nil {
 		if err := json.Unmarshal(v, &p.At); err != nil {
 			return p, reject(BadField, "presence at %s", show(v))
 		}

@@ -164,13 +164,13 @@ func Decode(b []byte) (Report, error) {
 	}
 	var r Report
 	var ok bool
-	if r.N, ok = uintField(w["n"]); !ok || r.N == 0 {
-		return Report{}, reject(BadN, "n = %s", show(w["n"]))
+	if r.N, ok = uintField(w.get("n")); !ok || r.N == 0 {
+		return Report{}, reject(BadN, "n = %s", show(w.get("n")))
 	}
-	if r.PiApprox, ok = floatField(w["pi_approx"]); !ok || r.PiApprox < 0 || r.PiApprox > 4 {
-		return Report{}, reject(BadPi, "pi_approx = %s", show(w["pi_approx"]))
+	if r.PiApprox, ok = floatField(w.get("pi_approx")); !ok || r.PiApprox < 0 || r.PiApprox > 4 {
+		return Report{}, reject(BadPi, "pi_approx = %s", show(w.get("pi_approx")))
 	}
-	if v, has := w["hits"]; has {
+	if v := w.get("hits"); v != nil {
 		if r.Hits, ok = uintField(v); !ok || r.Hits > r.N {
 			return Report{}, reject(BadHits, "hits = %s, n = %d", show(v), r.N)
 		}
@@ -182,33 +182,33 @@ func Decode(b []byte) (Report, error) {
 		return Report{}, reject(HitsMismatch, "pi_approx %v but 4·%d/%d = %v", r.PiApprox, r.Hits, r.N, pi)
 	}
 	r.PiApprox = pi
-	if v, has := w["v"]; has {
+	if v := w.get("v"); v != nil {
 		if n, ok := uintField(v); !ok || n != Version {
 			return Report{}, reject(BadVersion, "v = %s, this collector speaks %d", show(v), Version)
 		}
 	}
 	r.V = Version
-	if v, has := w["worker"]; has {
+	if v := w.get("worker"); v != nil {
 		if r.Worker, ok = str(v); !ok || !validWorker(r.Worker) {
 			return Report{}, reject(BadWorker, "worker = %s", show(v))
 		}
-		if err := r.decodeTotals(w); err != nil {
+		if err := r.decodeTotals(&w); err != nil {
 			return Report{}, err
 		}
-	} else if w["seq"] != nil || w["total_n"] != nil || w["total_hits"] != nil {
+	} else if w.get("seq") != nil || w.get("total_n") != nil || w.get("total_hits") != nil {
 		return Report{}, reject(BadTotals, "seq or totals without a worker")
 	}
-	if v, has := w["seed"]; has {
+	if v := w.get("seed"); v != nil {
 		if r.Seed, ok = str(v); !ok || !validSeed(r.Seed) {
 			return Report{}, reject(BadField, "seed = %s, want 16 hex digits", show(v))
 		}
 	}
-	if v, has := w["kernel"]; has {
+	if v := w.get("kernel"); v != nil {
 		if r.Kernel, ok = str(v); !ok || !printable(r.Kernel, 64) {
 			return Report{}, reject(BadField, "kernel = %s, want 1 to 64 printable characters", show(v))
 		}
 	}
-	if v, has := w["seconds"]; has {
+	if v := w.get("seconds"); v != nil {
 		r.Seconds, ok = floatField(v)
 		switch {
 		case !ok || r.Seconds < 0 || r.Seconds > MaxSeconds:
@@ -233,14 +233,14 @@ func hitsOf(pi float64, n uint64) uint64 {
 	return uint64(h)
 }
 
-func (r *Report) decodeTotals(w map[string]jsontext.Value) error {
+func (r *Report) decodeTotals(w *object) error {
 	var ok1, ok2, ok3 bool
-	r.Seq, ok1 = uintField(w["seq"])
-	r.TotalN, ok2 = uintField(w["total_n"])
-	r.TotalHits, ok3 = uintField(w["total_hits"])
+	r.Seq, ok1 = uintField(w.get("seq"))
+	r.TotalN, ok2 = uintField(w.get("total_n"))
+	r.TotalHits, ok3 = uintField(w.get("total_hits"))
 	switch {
 	case !ok1 || !ok2 || !ok3:
-		return reject(BadTotals, "worker %q: seq, total_n and total_hits must be integers ≥ 0 (got %s, %s, %s)", r.Worker, show(w["seq"]), show(w["total_n"]), show(w["total_hits"]))
+		return reject(BadTotals, "worker %q: seq, total_n and total_hits must be integers ≥ 0 (got %s, %s, %s)", r.Worker, show(w.get("seq")), show(w.get("total_n")), show(w.get("total_hits")))
 	case r.Seq == 0:
 		return reject(BadTotals, "worker %q: seq 0, numbering starts at 1", r.Worker)
 	case r.TotalN < r.N || r.TotalHits < r.Hits || r.TotalHits > r.TotalN:
