@@ -259,7 +259,11 @@ type Collector struct {
 	savedPos string            // the mark the checkpoint on the bus holds at least
 	refused  map[string]bool   // streams not tracked (MaxWorkers), up to maxLogged
 	keys     map[string][]byte // the worker keys derived so far, of streams read
-	history  history           // its own lock: History never takes mu
+	mac      struct {          // the Verifier of the last entry's worker: a read returns a stream's entries together
+		worker string
+		v      *wire.Verifier
+	}
+	history  history // its own lock: History never takes mu
 	rejected map[wire.Reason]uint64
 	logged   map[string]bool
 	started  time.Time
@@ -745,6 +749,14 @@ func (c *Collector) workerKey(worker string) []byte {
 	return k
 }
 
+// signed reports whether le is signed with its worker's key; c.mu is held.
+func (c *Collector) signed(le wire.LedgerEntry) bool {
+	if c.mac.v == nil || c.mac.worker != le.Worker {
+		c.mac.worker, c.mac.v = le.Worker, wire.NewVerifier(c.workerKey(le.Worker))
+	}
+	return c.mac.v.OK(le.Payload, le.Sig)
+}
+
 // full reports whether the job tracks as many streams as it may:
 // 2·MaxWorkers, the workers credited and as many streams that hold only
 // rejected entries. c.mu is held.
@@ -850,7 +862,7 @@ func (c *Collector) check(le wire.LedgerEntry) (wire.Entry, error) {
 		if le.Sig == "" {
 			return fail(wire.Unsigned, "entry %d of %q has no signature and the job is in secure mode", e.Seq, e.Worker)
 		}
-		if !wire.SignatureOK(c.workerKey(e.Worker), le.Payload, le.Sig) {
+		if !c.signed(le) {
 			return fail(wire.BadSig, "entry %d of %q is not signed with its key", e.Seq, e.Worker)
 		}
 	}

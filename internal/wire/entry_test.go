@@ -1,7 +1,9 @@
 package wire
 
 import (
+	"bytes"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -27,6 +29,41 @@ func TestEntryCells(t *testing.T) {
 		var we *Error
 		if !errors.As(err, &we) || we.Reason != WrongEstimator {
 			t.Errorf("cells %s: err %v, want %s", bad, err, WrongEstimator)
+		}
+	}
+}
+
+// A Verifier used for many entries judges each as a new one would: its
+// state is the key's alone, whatever it verified before.
+func TestVerifier(t *testing.T) {
+	key, other := WorkerKey([]byte("0123456789abcdef-job"), "w1"), WorkerKey([]byte("0123456789abcdef-job"), "w2")
+	v := NewVerifier(key)
+	for i := range 3 {
+		entry := EncodeEntry(Entry{Job: "0123456789abcdef", Worker: "w1", Seq: uint64(i + 1), N: 64, Hits: 50,
+			Seed: "00000000000000c0", Kernel: "go"})
+		sig := Sign(key, entry)
+		tampered := bytes.Replace(entry, []byte(`"hits":50`), []byte(`"hits":51`), 1)
+		for _, c := range []struct {
+			name  string
+			entry []byte
+			sig   string
+			want  bool
+		}{
+			{"signed", entry, sig, true},
+			{"upper-case hex", entry, strings.ToUpper(sig), true},
+			{"tampered entry", tampered, sig, false},
+			{"another key", entry, Sign(other, entry), false},
+			{"short", entry, sig[:62], false},
+			{"long", entry, sig + "00", false},
+			{"not hex", entry, "zz" + sig[2:], false},
+			{"empty", entry, "", false},
+		} {
+			if got := v.OK(c.entry, c.sig); got != c.want {
+				t.Errorf("entry %d, %s: OK = %v, want %v", i+1, c.name, got, c.want)
+			}
+			if got := SignatureOK(key, c.entry, c.sig); got != c.want {
+				t.Errorf("entry %d, %s: SignatureOK = %v, want %v", i+1, c.name, got, c.want)
+			}
 		}
 	}
 }
