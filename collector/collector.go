@@ -275,7 +275,7 @@ type Collector struct {
 	bye      chan struct{}   // poked on every goodbye
 	loaded   chan struct{}   // closed once the job is loaded
 	bell     *bell           // the streams with news, from the channel
-	swept    time.Duration   // how long the last sweep of Run's reader took
+	swept    time.Duration   // how long the last complete sweep took
 
 	snaps snapshots // the views' snapshot, built once per tick (snapshot.go)
 }
@@ -295,7 +295,9 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 	return c, nil
 }
 
-// FinalSyncTimeout bounds the last read of the ledger when Run is cancelled.
+// FinalSyncTimeout bounds the last read of the ledger when Run is
+// cancelled, unless the last sweep of every stream took more than a third
+// of it: then the last read may take three times that sweep.
 const FinalSyncTimeout = 3 * time.Second
 
 // ledgerPage is how many entries one read takes from each stream, and
@@ -358,9 +360,12 @@ func (c *Collector) Run(ctx context.Context) error {
 }
 
 // finalRead credits the rest of the ledger, for at most FinalSyncTimeout
-// even when ctx is done, and checkpoints.
+// (or three sweeps) even when ctx is done, and checkpoints.
 func (c *Collector) finalRead(ctx context.Context) error {
-	syncCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FinalSyncTimeout)
+	c.mu.Lock()
+	bound := max(FinalSyncTimeout, 3*c.swept)
+	c.mu.Unlock()
+	syncCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
 	defer cancel()
 	n, err := c.catchUp(syncCtx)
 	if err != nil {
@@ -504,20 +509,21 @@ func (c *Collector) load(ctx context.Context) error {
 		if !ok {
 			continue
 		}
+		w := string(id) // one string for the maps' keys
 		cr, err := wire.DecodeCredit(v)
 		if err != nil {
-			c.log.Warn("checkpoint: skipped a worker's unreadable credit", "worker", string(id), "err", err)
+			c.log.Warn("checkpoint: skipped a worker's unreadable credit", "worker", w, "err", err)
 			continue
 		}
-		c.pool.workers[string(id)] = &cr
-		c.pool.cursor[string(id)] = cr.Pos
+		c.pool.workers[w] = &cr
+		c.pool.cursor[w] = cr.Pos
 		c.pool.batches = sat(c.pool.batches, cr.Entries)
 		c.pool.gaps = sat(c.pool.gaps, cr.Gaps)
-		if _, q := c.pool.quarantined[string(id)]; !q {
+		if _, q := c.pool.quarantined[w]; !q {
 			c.pool.total = c.pool.total.Add(mcpi.TallyOf(cr.TotalN, cr.TotalHits))
 		}
 		c.pool.disp.add(cr.TotalN, cr.TotalHits)
-		if _, q := c.pool.quarantined[string(id)]; !q && c.job.Cells != 0 {
+		if _, q := c.pool.quarantined[w]; !q && c.job.Cells != 0 {
 			c.pool.strat.addCredit(&cr, 1)
 		}
 	}
@@ -549,9 +555,6 @@ func (c *Collector) read(ctx context.Context) error {
 			start := time.Now()
 			if err = c.sweep(ctx); err == nil {
 				last, took = time.Now(), time.Since(start)
-				c.mu.Lock()
-				c.swept = took
-				c.mu.Unlock()
 			}
 		} else {
 			_, err = c.readStreams(ctx, hot, false)
@@ -599,6 +602,7 @@ func (c *Collector) catchUp(ctx context.Context) (int, error) {
 // read, and reloads from the checkpoint when the ledger was trimmed past it
 // already (this collector was away, or had not registered yet).
 func (c *Collector) sweep(ctx context.Context) error {
+	t0 := time.Now() // a duration, not a record: the real (or synctest's) clock
 	start, err := c.busNow(ctx)
 	if err != nil {
 		return err
@@ -633,6 +637,7 @@ func (c *Collector) sweep(ctx context.Context) error {
 	if mark := start.String(); wire.Later(mark, c.pool.mark) {
 		c.pool.mark = mark
 	}
+	c.swept = time.Since(t0)
 	c.mu.Unlock()
 	return nil
 }

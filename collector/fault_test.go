@@ -142,3 +142,26 @@ func TestFinalGraceEndsWhenWorkersVanish(t *testing.T) {
 		}
 	})
 }
+
+// A ledger whose every sweep takes longer than FinalSyncTimeout (10⁶
+// streams; here each read of the ledger takes 2 s, and a sweep makes two)
+// still gets its complete final read: three sweeps' time.
+func TestFinalReadOfASlowLedger(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bus := faultbus.New(membus.New())
+		c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
+		ctx, cancel := context.WithCancel(t.Context())
+		st, done := loaded(t, c, bus, ctx)
+		appendEntries(t, bus.Bus, nil, entry(st, "w", 1, 1000, 0))
+		bus.Delay(faultbus.ReadLedge, 2*collector.FinalSyncTimeout/3)
+		time.Sleep(time.Minute) // sweeps, each as slow
+		appendEntries(t, bus.Bus, nil, entry(st, "w", 2, 1000, 0))
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run = %v, want context.Canceled after a complete final read", err)
+		}
+		if s := c.Summary(); s.N != mcpi.CountOf(2000) || s.Stale != "" {
+			t.Fatalf("N = %v, stale %q; want both entries, and no stale", s.N, s.Stale)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package redisbus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -100,12 +101,16 @@ func TestStartupScale(t *testing.T) {
 		took := time.Since(start)
 		var after runtime.MemStats
 		runtime.ReadMemStats(&after)
+		t1 := time.Now()
 		stop()
-		<-done
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("%s: Run returned %v, want context.Canceled after a complete final read", name, err)
+		}
+		final := time.Since(t1)
 		if s := c.Summary(); s.Workers != k || s.N != mcpi.CountOf(uint64(2*k*n)) {
 			t.Fatalf("%s: %d workers, N %v; want %d and %d", name, s.Workers, s.N, k, 2*k*n)
 		}
-		t.Logf("%s: job loaded after %v (heap %d MB)", name, took.Round(time.Millisecond), after.HeapAlloc>>20)
+		t.Logf("%s: job loaded after %v (heap %d MB); stopped, with its final read, in %v", name, took.Round(time.Millisecond), after.HeapAlloc>>20, final.Round(time.Millisecond))
 		return took
 	}
 	load("fresh")           // no checkpoint of these entries: every stream read from its start
