@@ -275,7 +275,7 @@ type Collector struct {
 	bye      chan struct{}   // poked on every goodbye
 	loaded   chan struct{}   // closed once the job is loaded
 	bell     *bell           // the streams with news, from the channel
-	swept    time.Duration   // how long the last complete sweep took
+	swept    time.Duration   // how long the last sweep of Run's reader took
 
 	snaps snapshots // the views' snapshot, built once per tick (snapshot.go)
 }
@@ -296,9 +296,13 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 }
 
 // FinalSyncTimeout bounds the last read of the ledger when Run is
-// cancelled, unless the last sweep of every stream took more than a third
-// of it: then the last read may take three times that sweep.
+// cancelled, unless the reader's last sweep of every stream took more than
+// a third of it: then the last read may take three times that sweep, up to
+// maxFinalSync.
 const FinalSyncTimeout = 3 * time.Second
+
+// maxFinalSync bounds the last read of the ledger however slow the sweeps.
+const maxFinalSync = time.Minute
 
 // ledgerPage is how many entries one read takes from each stream, and
 // ledgerKeys how many streams it reads; a careful read takes one entry
@@ -363,7 +367,7 @@ func (c *Collector) Run(ctx context.Context) error {
 // (or three sweeps) even when ctx is done, and checkpoints.
 func (c *Collector) finalRead(ctx context.Context) error {
 	c.mu.Lock()
-	bound := max(FinalSyncTimeout, 3*c.swept)
+	bound := min(max(FinalSyncTimeout, 3*c.swept), maxFinalSync)
 	c.mu.Unlock()
 	syncCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
 	defer cancel()
@@ -555,6 +559,9 @@ func (c *Collector) read(ctx context.Context) error {
 			start := time.Now()
 			if err = c.sweep(ctx); err == nil {
 				last, took = time.Now(), time.Since(start)
+				c.mu.Lock()
+				c.swept = took
+				c.mu.Unlock()
 			}
 		} else {
 			_, err = c.readStreams(ctx, hot, false)
@@ -602,7 +609,6 @@ func (c *Collector) catchUp(ctx context.Context) (int, error) {
 // read, and reloads from the checkpoint when the ledger was trimmed past it
 // already (this collector was away, or had not registered yet).
 func (c *Collector) sweep(ctx context.Context) error {
-	t0 := time.Now() // a duration, not a record: the real (or synctest's) clock
 	start, err := c.busNow(ctx)
 	if err != nil {
 		return err
@@ -637,7 +643,6 @@ func (c *Collector) sweep(ctx context.Context) error {
 	if mark := start.String(); wire.Later(mark, c.pool.mark) {
 		c.pool.mark = mark
 	}
-	c.swept = time.Since(t0)
 	c.mu.Unlock()
 	return nil
 }

@@ -178,8 +178,8 @@
 // more: the final N and hits are the ledger's sums. It returns nil.
 //
 // Run returns ctx's error when cancelled, after a last read of the ledger
-// (at most FinalSyncTimeout, or three times its last sweep of every stream
-// when that took longer). Summary.StoppedBy records why it stopped: the
+// (at most FinalSyncTimeout, or three times its reader's last sweep of
+// every stream when that took longer, up to a minute). Summary.StoppedBy records why it stopped: the
 // StopCause carried by ctx's cause (StopDuration, StopWorkers), StopSignal
 // for a plain cancellation, StopTarget, or StopError. A final read that
 // fails is never silent: Run's error wraps ErrStale and Summary.Stale says

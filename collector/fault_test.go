@@ -165,3 +165,28 @@ func TestFinalReadOfASlowLedger(t *testing.T) {
 		}
 	})
 }
+
+// However slow the sweeps, a final read against a Redis that refuses every
+// call ends within a minute, stale.
+func TestFinalReadIsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bus := faultbus.New(membus.New())
+		c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
+		ctx, cancel := context.WithCancel(t.Context())
+		_, done := loaded(t, c, bus, ctx)
+		bus.Delay(faultbus.ReadLedge, 2*time.Minute)
+		for c.Snapshot().Sweep < 2*time.Minute {
+			time.Sleep(time.Minute)
+		}
+		bus.Delay(faultbus.ReadLedge, 0)
+		bus.Disconnect()
+		start := time.Now()
+		cancel()
+		if err := <-done; !errors.Is(err, collector.ErrStale) {
+			t.Fatalf("Run = %v, want ErrStale", err)
+		}
+		if took := time.Since(start); took > time.Minute+time.Second {
+			t.Fatalf("the final read took %v, want at most a minute", took)
+		}
+	})
+}
