@@ -124,6 +124,35 @@ func TestInterruptWhileWaitingForRedis(t *testing.T) {
 	}
 }
 
+// The first Ctrl-C lets a collector read the ledger once more, which may
+// take seconds when Redis does not answer; a second one ends it at once.
+func TestSecondInterruptEndsAtOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	c := start(t, "collector", "--redis", srv.URL())
+	c.waitOutput(t, "job loaded from the ledger", 10*time.Second)
+	srv.Pause() // the final read waits for it
+	defer srv.Resume()
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the first is handled
+	t0 := time.Now()
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-c.done:
+		c.done <- err
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || !ee.Sys().(syscall.WaitStatus).Signaled() {
+			t.Fatalf("after the second Ctrl-C: %v, want the process killed by SIGINT\nstderr:\n%s", err, c.stderr)
+		}
+		t.Logf("ended %v after the second Ctrl-C: %v", time.Since(t0).Round(time.Millisecond), err)
+	case <-time.After(time.Second):
+		t.Fatalf("still running a second after the second Ctrl-C\nstderr:\n%s", c.stderr)
+	}
+}
+
 // picluster run ends by itself when its workers do: --max-batches, or a job
 // that is done already; the summary says "workers".
 func TestRunEndsWithItsWorkers(t *testing.T) {
