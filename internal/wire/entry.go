@@ -117,7 +117,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 			return Entry{}, reject(WrongEstimator, "cells = %s, want an integer ≥ 1", show(c))
 		}
 	}
-	for i, f := range entryFields { // all but cells
+	for i, f := range entryFields { // all but cells: entryMembers starts with entryFields
 		if m.vals[i] == nil {
 			return Entry{}, reject(NotEntry, "member %q missing", f)
 		}

@@ -54,10 +54,14 @@ func (o *object) index(name string) int {
 //     "kernel" with a Kelvin sign) is FoldedKey, not an unknown member to
 //     skip: encoding/json would take it for the known one, the README's
 //     Python reader would not.
-//   - Nothing but white space may follow the object: NotJSON.
+//   - Nothing but JSON's white space (space, tab, CR, LF) may surround the
+//     object: NotJSON.
 //
 // The values may share b's memory.
 func members(b []byte, known ...string) (object, error) {
+	if len(known) > maxKnown {
+		panic("wire: members: more than maxKnown names")
+	}
 	o := object{known: known}
 	if plainMembers(b, &o) {
 		return o, nil
@@ -71,7 +75,7 @@ func decodeMembers(b []byte, known []string) (object, error) {
 	if !utf8.Valid(b) {
 		return o, reject(BadUTF8, "not valid UTF-8")
 	}
-	b = bytes.TrimSpace(b)
+	b = bytes.Trim(b, " \t\r\n") // JSON's white space, not Unicode's: Python's json.loads refuses "\v" or U+00A0 around the object
 	if len(b) == 0 || b[0] != '{' {
 		return o, reject(NotJSON, "not a JSON object")
 	}
