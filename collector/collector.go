@@ -255,11 +255,10 @@ type Collector struct {
 	mu       sync.Mutex // guards the fields below
 	job      wire.State // the job as this collector runs it: id, seed, cap, mode
 	pool     *pool
-	dirty    map[string]bool   // workers credited since the last checkpoint
-	savedPos string            // the mark the checkpoint on the bus holds at least
-	refused  map[string]bool   // streams not tracked (MaxWorkers), up to maxLogged
-	keys     map[string][]byte // the worker keys derived so far, of streams read
-	mac      struct {          // the Verifier of the last entry's worker: a read returns a stream's entries together
+	dirty    map[string]bool // workers credited since the last checkpoint
+	savedPos string          // the mark the checkpoint on the bus holds at least
+	refused  map[string]bool // streams not tracked (MaxWorkers), up to maxLogged
+	mac      struct {        // the Verifier of the last entry's worker: a read returns a stream's entries together
 		worker string
 		v      *wire.Verifier
 	}
@@ -289,7 +288,7 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 	c := &Collector{cfg: cfg, bus: bus, log: cfg.Logger, pool: newPool(), dirty: make(map[string]bool),
 		rejected: make(map[wire.Reason]uint64), logged: make(map[string]bool), started: cfg.Now(),
 		goodbye: make(map[string]bool), bye: make(chan struct{}, 1), loaded: make(chan struct{}),
-		refused: make(map[string]bool), keys: make(map[string][]byte), bell: newBell()}
+		refused: make(map[string]bool), bell: newBell()}
 	c.ver = newVerifier(c)
 	c.history.se = c.stdErr // called under c.mu, as history.add is
 	return c, nil
@@ -745,24 +744,11 @@ func (c *Collector) readStreams(ctx context.Context, workers []string, hot bool)
 	return total, nil
 }
 
-// workerKey returns worker's key, derived once per worker read (e.Worker
-// is le.Worker here, and the streams read are bounded); c.mu is held.
-func (c *Collector) workerKey(worker string) []byte {
-	k, ok := c.keys[worker]
-	if !ok {
-		if len(c.keys) >= 2*c.cfg.MaxWorkers {
-			clear(c.keys) // as many as the streams it may read: start again
-		}
-		k = wire.WorkerKey(c.cfg.Key, worker)
-		c.keys[worker] = k
-	}
-	return k
-}
-
-// signed reports whether le is signed with its worker's key; c.mu is held.
+// signed reports whether le is signed with its worker's key, derived when
+// le's worker is not the last entry's; c.mu is held.
 func (c *Collector) signed(le wire.LedgerEntry) bool {
 	if c.mac.v == nil || c.mac.worker != le.Worker {
-		c.mac.worker, c.mac.v = le.Worker, wire.NewVerifier(c.workerKey(le.Worker))
+		c.mac.worker, c.mac.v = le.Worker, wire.NewVerifier(wire.WorkerKey(c.cfg.Key, le.Worker))
 	}
 	return c.mac.v.OK(le.Payload, le.Sig)
 }
@@ -807,6 +793,7 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 			c.reject(err, cmp.Or(e.Worker, "ledger entry "+le.ID+" of "+le.Worker))
 			continue
 		}
+		e.Worker = le.Worker // equal (check), and the string the maps above hold
 		w := c.pool.credit(e, le.ID, now)
 		c.dirty[e.Worker] = true
 		changed = true

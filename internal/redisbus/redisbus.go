@@ -213,7 +213,7 @@ func (b *Bus) ReadLedgers(ctx context.Context, from []wire.Cursor, count int) ([
 	}
 	var out []wire.LedgerEntry
 	for _, s := range res {
-		worker := strings.TrimPrefix(s.Stream, b.k.Ledger)
+		worker := strings.Clone(strings.TrimPrefix(s.Stream, b.k.Ledger)) // not the whole key: a collector keeps it
 		for _, m := range s.Messages {
 			e := wire.LedgerEntry{Worker: worker, ID: m.ID}
 			if v, ok := m.Values["e"].(string); ok {
