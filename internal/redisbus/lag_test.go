@@ -467,3 +467,37 @@ func TestTrimPointNeverGoesBack(t *testing.T) {
 		t.Error("B did not reload from the checkpoint")
 	}
 }
+
+// A collector that comes back in the middle of a sweep, after an absence
+// longer than readerTTL, reads on from the stale cursors of that sweep
+// before the next one finds the ledger trimmed past its mark. Entries were
+// trimmed that it had not read: it must not credit across the hole, nor
+// take the hole for a worker's gaps (more than MaxGaps quarantine the
+// worker, for every collector).
+func TestReaderBackMidSweep(t *testing.T) {
+	knownBug(t, "a sweep (collector/collector.go, sweep and readStreams) checks the trim point only at its start: "+
+		"a collector held longer than readerTTL between two reads credits across the trimmed entries, and quarantines honest workers for gaps")
+	j := newLagJob(t, "midsweep")
+	j.caughtUp(j.feed(20))
+	j.busB.shut("ReadLedgers")
+	eventually(t, "B's reader waits", func() bool { return j.busB.held("ReadLedgers") == 1 })
+	j.busB.shut("Time")
+	eventually(t, "B's checkpointer waits", func() bool { return j.busB.held("Time") == 1 })
+	j.away()
+	j.feed(2 * collector.MaxGaps)
+	eventually(t, "A trims more of a worker than MaxGaps before B reads it", func() bool { return j.lost() > collector.MaxGaps })
+	j.feed(1) // after the hole
+	// The trim point is not written while B comes back
+	// (TestTrimPointNeverGoesBack): this test is about the sweep.
+	j.busA.shut("trimmed")
+	j.busB.shut("trimmed")
+	j.busB.open("ReadLedgers", "Time")
+	eventually(t, "B reloads from the checkpoint", func() bool { return j.logB.count(reloaded) > 0 })
+	if s := j.b.Summary(); len(s.Quarantined) != 0 || s.Gaps != 0 {
+		t.Fatalf("B, back, counts %d gaps and quarantined %d honest workers: %v", s.Gaps, len(s.Quarantined), s.Quarantined)
+	}
+	j.busA.open("trimmed")
+	j.busB.open("trimmed")
+	j.feed(10)
+	j.agree()
+}
