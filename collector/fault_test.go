@@ -190,3 +190,57 @@ func TestFinalReadIsBounded(t *testing.T) {
 		}
 	})
 }
+
+// With MaxWorkers 2 and seven workers, the first two are credited and keep
+// being credited; the rest are refused as too_many_workers. The refusals
+// are counted as check and refuse count them: the collector tracks
+// 2·MaxWorkers = 4 streams, so two of the five late workers' streams are
+// read and each of their entries is rejected by check (the job credits 2
+// workers already), while the other three are not read at all and are
+// counted once each, however many entries they hold and however many
+// sweeps find them. Which two of the five are read depends on the order
+// the collector hears of them; the counts do not.
+func TestMaxWorkersRefusesTheRest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bus := faultbus.New(membus.New())
+		c := newCollector(t, bus, collector.Config{MaxWorkers: 2, VerifyFraction: 1e-9})
+		ctx, cancel := context.WithCancel(t.Context())
+		st, done := loaded(t, c, bus, ctx)
+		const n = 1000
+		seq := map[string]uint64{}
+		feed := func(k int, workers ...string) {
+			for _, w := range workers {
+				for range k {
+					seq[w]++
+					appendEntries(t, bus.Bus, nil, entry(st, w, seq[w], n, 0))
+				}
+			}
+		}
+		credited, late := []string{"a", "b"}, []string{"c", "d", "e", "f", "g"}
+		feed(3, credited...)
+		time.Sleep(5 * time.Second) // sweeps
+		feed(3, late...)
+		time.Sleep(5 * time.Second)
+		feed(2, append(credited, late...)...) // after the refusals
+		time.Sleep(time.Minute)               // sixty sweeps more: a refused stream is counted once
+		// Rejected: the two late streams read, 3 + 2 entries each, and the
+		// three not read, once each: 2·5 + 3 = 13.
+		const rejected = 2*(3+2) + 3
+		s := c.Summary()
+		if got := s.RejectedBy["too_many_workers"]; got != rejected || s.Rejected != rejected {
+			t.Errorf("too_many_workers %d of %d rejections (%v); want %d and nothing else", got, s.Rejected, s.RejectedBy, rejected)
+		}
+		if s.Workers != 2 || s.Batches != 10 || s.N != mcpi.CountOf(10*n) {
+			t.Errorf("workers %d batches %d N %v; want a and b with 5 entries each: 2, 10, %d", s.Workers, s.Batches, s.N, 10*n)
+		}
+		for _, w := range s.WorkerTable {
+			if (w.ID != "a" && w.ID != "b") || w.Entries != 5 || w.Seq != 5 {
+				t.Errorf("worker %s credited with %d entries up to seq %d; want a and b alone, each 5 up to 5", w.ID, w.Entries, w.Seq)
+			}
+		}
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run = %v", err)
+		}
+	})
+}
