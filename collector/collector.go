@@ -135,6 +135,12 @@ type Config struct {
 	// `picluster verify`, at least (at most about 1.25 times as long: a
 	// stream is trimmed at most every quarter window). Default 60s.
 	LedgerWindow time.Duration
+	// ReaderTTL is how long a collector's mark holds back the trimming of
+	// the ledger after its last update: a collector silent for longer is
+	// taken to be gone. One that was silent for half of it reloads from
+	// the checkpoint before it credits more. It must be the same for every
+	// collector of a job. Default 5 minutes.
+	ReaderTTL time.Duration
 	// SweepEvery is how often every worker's stream is read, and the target
 	// looked at; streams whose entries are announced on the channel are read
 	// at once. A sweep waits, besides, for ten times as long as the last one
@@ -219,6 +225,9 @@ func (c Config) withDefaults() Config {
 	if c.LedgerWindow == 0 {
 		c.LedgerWindow = time.Minute
 	}
+	if c.ReaderTTL == 0 {
+		c.ReaderTTL = 5 * time.Minute
+	}
 	if c.SweepEvery == 0 {
 		c.SweepEvery = time.Second
 	}
@@ -275,6 +284,12 @@ type Collector struct {
 	loaded   chan struct{}   // closed once the job is loaded
 	bell     *bell           // the streams with news, from the channel
 	swept    time.Duration   // how long the last sweep of Run's reader took
+	// registered is when this collector last recorded its mark among the
+	// readers (by this host's monotonic clock), and away whether it went
+	// longer than awayAfter() without: the ledger may be trimmed past its
+	// mark, so it reloads from the checkpoint before it credits more.
+	registered time.Time
+	away       bool
 
 	snaps snapshots // the views' snapshot, built once per tick (snapshot.go)
 }
@@ -569,6 +584,10 @@ func (c *Collector) read(ctx context.Context) error {
 			if ctx.Err() != nil {
 				break
 			}
+			if errors.Is(err, errAway) {
+				last = time.Time{} // sweep now: it reloads first
+				continue
+			}
 			if backoff.IsPermanent(err) {
 				return err
 			}
@@ -657,18 +676,24 @@ func (c *Collector) ensureAhead(ctx context.Context, now wire.ID) error {
 		return err
 	}
 	c.mu.Lock()
-	mark := c.pool.mark
+	mark, away := c.pool.mark, c.away
 	c.mu.Unlock()
 	trimmed := readers[trimmedField]
-	if trimmed == "" || !wire.Later(trimmed, mark) {
+	switch {
+	case away:
+		c.log.Warn("this collector did not record its mark for longer than the others wait for it: reloading from the checkpoint",
+			"mark", mark, "after", c.awayAfter())
+	case trimmed != "" && wire.Later(trimmed, mark):
+		c.log.Warn("the ledger was trimmed past this collector's mark; reloading from the checkpoint", "mark", mark, "trimmed", trimmed)
+	default:
 		return nil
 	}
-	c.log.Warn("the ledger was trimmed past this collector's mark; reloading from the checkpoint", "mark", mark, "trimmed", trimmed)
 	if err := c.load(ctx); err != nil {
 		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.away = false
 	if wire.Later(trimmed, c.pool.mark) {
 		c.log.Error("the checkpoint is behind the trimmed ledger too: entries between them are lost to this collector", "checkpoint", c.pool.mark, "trimmed", trimmed)
 	}
@@ -726,6 +751,9 @@ func (c *Collector) readStreams(ctx context.Context, workers []string, hot bool)
 			entries, err := c.bus.ReadLedgers(ctx, r.from, r.count)
 			if err != nil {
 				return total, err
+			}
+			if c.isAway() { // read from cursors the ledger may have been trimmed past
+				return total, errAway
 			}
 			total += len(entries)
 			c.creditAll(entries)

@@ -13,17 +13,12 @@ import (
 	"github.com/picluster/picluster/internal/wire"
 )
 
-// readerTTL is how long a collector's mark holds back the
-// trimming of the ledger after its last update: a collector silent for
-// longer has stopped, and reloads from the checkpoint when it comes back.
-const readerTTL = 5 * time.Minute
-
 // checkpointJob is the checkpoint's field naming the job it belongs to: a
 // checkpoint of another job is not loaded.
 const checkpointJob = "job"
 
 // trimmedField is the readers hash field where the last trim point is kept,
-// so a collector that was away longer than readerTTL knows it must reload.
+// so a collector that was away longer than Config.ReaderTTL knows it must reload.
 const trimmedField = "trimmed"
 
 // ErrJobReset ends Run when the job state names another job: another
@@ -83,14 +78,43 @@ func (c *Collector) busNow(ctx context.Context) (wire.ID, error) {
 	return wire.ParseID(t)
 }
 
+// awayAfter is how long a collector may go without recording its mark
+// before it takes itself for gone, as the others do after ReaderTTL: half
+// of that, a margin for the clocks and the calls in flight.
+func (c *Collector) awayAfter() time.Duration { return c.cfg.ReaderTTL / 2 }
+
+// errAway stops a read whose cursors the ledger may have been trimmed past
+// (Collector.away): the next sweep reloads from the checkpoint first.
+var errAway = errors.New("away from the ledger's readers for longer than they wait: reloading from the checkpoint")
+
 // register records this collector's mark among the ledger's readers,
 // stamped with now by the bus's clock: a collector whose record is older
-// than readerTTL by that clock is taken to be gone.
+// than ReaderTTL by that clock is taken to be gone. A collector that
+// registers after more than awayAfter (it was frozen, cut off, or Redis
+// was down) is away until it reloads.
 func (c *Collector) register(ctx context.Context, now wire.ID) error {
+	start := time.Now() // a duration, not a record: the monotonic clock
 	c.mu.Lock()
 	mark := c.pool.mark
 	c.mu.Unlock()
-	return c.bus.SetReader(ctx, c.cfg.Name, mark+" "+strconv.FormatUint(now.Ms, 10))
+	if err := c.bus.SetReader(ctx, c.cfg.Name, mark+" "+strconv.FormatUint(now.Ms, 10)); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.registered.IsZero() && start.Sub(c.registered) > c.awayAfter() {
+		c.away = true
+	}
+	c.registered = start
+	return nil
+}
+
+// isAway reports whether this collector is away (register), or has been
+// longer than awayAfter since it last registered.
+func (c *Collector) isAway() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.away || !c.registered.IsZero() && time.Since(c.registered) > c.awayAfter()
 }
 
 // restore writes the job state, the quarantine and, at the next checkpoint,
@@ -175,7 +199,7 @@ const trimEvery = 4
 // live collector has credited and checkpointed, but for the last
 // LedgerWindow, and records where it trimmed; a stream trimmed less than
 // LedgerWindow/trimEvery ago waits (trimEvery). A collector that finds that
-// point past its own mark (it was away longer than readerTTL) reloads from
+// point past its own mark (it was away longer than ReaderTTL) reloads from
 // the checkpoint before it reads on (ensureAhead).
 func (c *Collector) trim(ctx context.Context, now wire.ID) error {
 	readers, err := c.bus.Readers(ctx)
@@ -196,7 +220,7 @@ func (c *Collector) trim(ctx context.Context, now wire.ID) error {
 		pos, ms, ok := strings.Cut(v, " ")
 		at, err1 := strconv.ParseUint(ms, 10, 64)
 		id, err2 := wire.ParseID(pos)
-		if !ok || err1 != nil || err2 != nil || now.Ms > at+uint64(readerTTL.Milliseconds()) { // both by the bus's clock
+		if !ok || err1 != nil || err2 != nil || now.Ms > at+uint64(c.cfg.ReaderTTL.Milliseconds()) { // both by the bus's clock
 			continue
 		}
 		if id.Less(low) {
