@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/picluster/picluster/collector"
@@ -92,22 +93,34 @@ func cluster(t *testing.T, r *rand.Rand, workers, batches int, n uint64, bias fl
 	return c.Summary()
 }
 
+// Over 20 jobs of fixed seeds, the worker biased by 10⁻³ is flagged in
+// each. The others are flagged seldom: compared with the rest, the biased
+// worker included, they stand about 1.4 SE low, so one of seven passes
+// 4.2 SE in about 2 % of jobs.
 func TestFlagsABiasedWorker(t *testing.T) {
-	seed := rand.Uint64()
-	t.Logf("seed %d", seed)
-	r := rand.New(rand.NewPCG(seed, 0))
-	s := cluster(t, r, 8, 10, 30_000_000, 1e-3)
-	if len(s.Flagged) != 1 || s.Flagged[0] != "w0" {
-		t.Fatalf("flagged %v, want [w0]; table %+v", s.Flagged, s.WorkerTable)
+	const jobs, seed0 = 20, 0xf1a90000
+	t.Logf("seeds %#x + 0 … %d", seed0, jobs-1)
+	others := 0
+	for j := range uint64(jobs) {
+		r := rand.New(rand.NewPCG(seed0+j, 0))
+		s := cluster(t, r, 8, 10, 30_000_000, 1e-3)
+		if !slices.Contains(s.Flagged, "w0") {
+			t.Fatalf("seed %#x: flagged %v, not w0; table %+v", seed0+j, s.Flagged, s.WorkerTable)
+		}
+		others += len(s.Flagged) - 1
+		if float64(s.Checks.Chi2P) > 1e-6 {
+			t.Errorf("seed %#x: χ² p = %v with a biased worker", seed0+j, s.Checks.Chi2P)
+		}
 	}
-	if float64(s.Checks.Chi2P) > 1e-6 {
-		t.Errorf("χ² p = %v with a biased worker", s.Checks.Chi2P)
+	t.Logf("honest workers flagged: %d in %d jobs", others, jobs)
+	if others > 2 {
+		t.Errorf("%d honest workers flagged in %d jobs, want at most 2 (about 0.4 expected)", others, jobs)
 	}
 }
 
 func TestHonestClusterIsNotFlagged(t *testing.T) {
-	seed := rand.Uint64()
-	t.Logf("seed %d", seed)
+	const seed = 0x0f1a9000
+	t.Logf("seed %#x", seed)
 	r := rand.New(rand.NewPCG(seed, 0))
 	var ratios float64
 	for run := range 100 {
