@@ -108,6 +108,21 @@ func TestWorkersArray(t *testing.T) {
 		t.Fatalf("the collector did not reach its target in 3 minutes:\n%s", stderr.String())
 	}
 	elapsed := time.Since(submitted)
+	// A task that starts after the target finds the job done and leaves:
+	// wait for both before cancelling, or the scancel kills a late one
+	// while it takes its lease.
+	ran := func() bool {
+		outs := sl.outputs()
+		for _, f := range outs {
+			if !workerRan(f) {
+				return false
+			}
+		}
+		return len(outs) == 2
+	}
+	for deadline := time.Now().Add(2 * time.Minute); !ran() && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
 	sl.cancel(t, id)
 	var s collector.Summary
 	if err := json.Unmarshal([]byte(stdout.String()), &s); err != nil {
@@ -119,8 +134,8 @@ func TestWorkersArray(t *testing.T) {
 		t.Errorf("array of 2 tasks, %d outputs: %v", len(outs), outs)
 	}
 	for _, f := range sl.outputs() {
-		b, _ := os.ReadFile(f)
-		if !strings.Contains(string(b), "worker started") && !strings.Contains(string(b), "the job is already done") {
+		if !workerRan(f) {
+			b, _ := os.ReadFile(f)
 			t.Errorf("%s: no worker ran:\n%s", f, b)
 		}
 	}
@@ -424,4 +439,11 @@ func freePort(t *testing.T) int {
 func tail(s string, lines int) string {
 	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(l[max(0, len(l)-lines):], "\n")
+}
+
+// workerRan reports whether the output file of a task shows a worker that
+// started, or found the job done and left.
+func workerRan(file string) bool {
+	b, _ := os.ReadFile(file)
+	return strings.Contains(string(b), "worker started") || strings.Contains(string(b), "the job is already done")
 }
