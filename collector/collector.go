@@ -176,6 +176,9 @@ func (c Config) Validate() error {
 	case c.Cells != 0 && c.Estimator != mcpi.Stratified:
 		return fmt.Errorf("--cells %d: only with --estimator stratified", c.Cells)
 	}
+	if d := c.withDefaults(); d.ReaderTTL < 4*d.CheckpointEvery {
+		return fmt.Errorf("reader TTL %v: want at least four checkpoint intervals (%v)", d.ReaderTTL, 4*d.CheckpointEvery)
+	}
 	if c.Estimator == mcpi.Stratified && c.Cells != 0 {
 		if err := mcpi.ValidCells(c.Cells); err != nil {
 			return fmt.Errorf("--cells: %w", err)
@@ -285,11 +288,13 @@ type Collector struct {
 	bell     *bell           // the streams with news, from the channel
 	swept    time.Duration   // how long the last sweep of Run's reader took
 	// registered is when this collector last recorded its mark among the
-	// readers (by this host's monotonic clock), and away whether it went
+	// readers, or loaded the checkpoint (by this host's clock), registeredAt
+	// the bus's clock then (ms, 0 if unknown), and away whether it went
 	// longer than awayAfter() without: the ledger may be trimmed past its
 	// mark, so it reloads from the checkpoint before it credits more.
-	registered time.Time
-	away       bool
+	registered   time.Time
+	registeredAt uint64
+	away         bool
 
 	snaps snapshots // the views' snapshot, built once per tick (snapshot.go)
 }
@@ -504,7 +509,9 @@ func randomUint64() uint64 {
 // load replaces the pool's credits with the checkpoint's.
 func (c *Collector) load(ctx context.Context) error {
 	var cp map[string][]byte
+	var read time.Time
 	err := backoff.Retry(ctx, c.log, "read the checkpoint", func() (err error) {
+		read = time.Now()
 		cp, err = c.bus.Checkpoint(ctx)
 		return err
 	})
@@ -513,6 +520,7 @@ func (c *Collector) load(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.registered = read // the state is the checkpoint's as of then: away if the next registration is long after
 	old := c.pool
 	c.pool = newPool()
 	c.pool.anon, c.pool.total = old.anon, old.anon
@@ -688,12 +696,17 @@ func (c *Collector) ensureAhead(ctx context.Context, now wire.ID) error {
 	default:
 		return nil
 	}
+	c.mu.Lock()
+	c.away = false // latched again if this collector is away while it loads
+	c.mu.Unlock()
 	if err := c.load(ctx); err != nil {
+		c.mu.Lock()
+		c.away = c.away || away
+		c.mu.Unlock()
 		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.away = false
 	if wire.Later(trimmed, c.pool.mark) {
 		c.log.Error("the checkpoint is behind the trimmed ledger too: entries between them are lost to this collector", "checkpoint", c.pool.mark, "trimmed", trimmed)
 	}

@@ -263,6 +263,7 @@ func TestConfigValidate(t *testing.T) {
 	for _, cfg := range []collector.Config{
 		{TargetSE: -1}, {TargetSE: math.NaN()}, {TargetSE: math.Inf(1)},
 		{VerifyFraction: 2}, {MaxN: wire.MaxEntryN + 1}, {Key: []byte("short")},
+		{ReaderTTL: -time.Minute}, {ReaderTTL: 7 * time.Second}, {CheckpointEvery: 2 * time.Minute}, // a TTL under four checkpoints
 	} {
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("%+v accepted", cfg)

@@ -20,9 +20,13 @@
 // Every CheckpointEvery, Run saves the credits that changed, each with its
 // position in its worker's stream, and the mark (which only moves forward),
 // records its mark among the ledger's readers, and trims the streams it has
-// read to what every live reader has checkpointed, less LedgerWindow. Crediting is deterministic, so any
-// collector's checkpoint is valid for every other, and two collectors
-// reading one ledger agree exactly. verify.go describes the replay check and
+// read to what every live reader has checkpointed, less LedgerWindow. A
+// reader whose record is older than Config.ReaderTTL (by Redis's clock) is
+// not waited for; a collector that could not record its mark for half of
+// that (by its own monotonic and wall clocks, and Redis's) stops reading,
+// and reloads from the checkpoint before it credits or trims more.
+// Crediting is deterministic, so any collector's checkpoint is valid for
+// every other, and two collectors reading one ledger agree exactly. verify.go describes the replay check and
 // the quarantine.
 //
 // Concurrency: Run owns five goroutines (the ledger reader, the channel

@@ -59,7 +59,7 @@ func (c *Collector) tend(ctx context.Context, stop context.CancelCauseFunc) {
 		if err == nil {
 			err = c.register(ctx, now)
 		}
-		if err == nil {
+		if err == nil && !c.isAway() { // away, its view is stale: it trims after its reload
 			err = c.trim(ctx, now) // each stream at most every LedgerWindow/trimEvery
 		}
 		if err != nil && ctx.Err() == nil {
@@ -102,10 +102,11 @@ func (c *Collector) register(ctx context.Context, now wire.ID) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.registered.IsZero() && start.Sub(c.registered) > c.awayAfter() {
+	if !c.registered.IsZero() && elapsed(c.registered, start) > c.awayAfter() ||
+		c.registeredAt != 0 && now.Ms > c.registeredAt+uint64(c.awayAfter().Milliseconds()) {
 		c.away = true
 	}
-	c.registered = start
+	c.registered, c.registeredAt = start, now.Ms
 	return nil
 }
 
@@ -114,8 +115,12 @@ func (c *Collector) register(ctx context.Context, now wire.ID) error {
 func (c *Collector) isAway() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.away || !c.registered.IsZero() && time.Since(c.registered) > c.awayAfter()
+	return c.away || !c.registered.IsZero() && elapsed(c.registered, time.Now()) > c.awayAfter()
 }
+
+// elapsed is the longer of the monotonic and the wall clock's time from
+// t to u: the monotonic clock stops while the host is suspended.
+func elapsed(t, u time.Time) time.Duration { return max(u.Sub(t), u.Round(0).Sub(t.Round(0))) }
 
 // restore writes the job state, the quarantine and, at the next checkpoint,
 // every credit again when the state has vanished: Redis lost its data (a
@@ -262,6 +267,9 @@ func (c *Collector) trim(ctx context.Context, now wire.ID) error {
 			}
 		}
 		c.mu.Unlock()
+	}
+	if !wire.Later(minID, readers[trimmedField]) {
+		return nil // the trim point never goes back (as far as this collector saw)
 	}
 	return c.bus.SetReader(ctx, trimmedField, minID)
 }
