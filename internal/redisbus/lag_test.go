@@ -332,6 +332,24 @@ func (j *lagJob) away() (mark string) {
 	return mark
 }
 
+// awayWhileATrims holds B at the bus's clock, where its reader and its
+// checkpointer wait, for longer than half of ReaderTTL, its record aged
+// past ReaderTTL, while workers append until A has trimmed entries B has
+// not read; it returns B's mark.
+func (j *lagJob) awayWhileATrims() (mark string) {
+	j.t.Helper()
+	j.caughtUp(j.feed(20))
+	j.busB.shut("Time")
+	eventually(j.t, "B's reader and checkpointer wait", func() bool { return j.busB.held("Time") == 2 })
+	mark = j.away()
+	for range 5 {
+		j.feed(10)
+		time.Sleep(lagWindow / 4)
+	}
+	eventually(j.t, "A trims what B has not read", func() bool { return j.lost() > 0 })
+	return mark
+}
+
 // agree waits until A has credited the whole ledger and B has too, or
 // has read past its end (a sweep after one that was held waits ten times
 // as long as that took), stops them, and checks that their final N and
@@ -402,15 +420,7 @@ func TestLaggingReaderHoldsBackTrim(t *testing.T) {
 // aged past ReaderTTL.
 func TestAbsentReaderReloads(t *testing.T) {
 	j := newLagJob(t, "absent")
-	j.caughtUp(j.feed(20))
-	j.busB.shut("Time")
-	eventually(t, "B's reader and checkpointer wait", func() bool { return j.busB.held("Time") == 2 })
-	mark := j.away()
-	for range 5 {
-		j.feed(10)
-		time.Sleep(lagWindow / 4)
-	}
-	eventually(t, "A trims what B has not read", func() bool { return j.lost() > 0 })
+	mark := j.awayWhileATrims()
 	if _, trimmed := j.readers(); !wire.Later(trimmed, mark) {
 		t.Fatalf("the trim point %s is not past B's mark %s", trimmed, mark)
 	}
@@ -428,15 +438,7 @@ func TestAbsentReaderReloads(t *testing.T) {
 // away (its checkpointer does not read the readers hash).
 func TestTrimPointNeverGoesBack(t *testing.T) {
 	j := newLagJob(t, "back")
-	j.caughtUp(j.feed(20))
-	j.busB.shut("Time")
-	eventually(t, "B's reader and checkpointer wait", func() bool { return j.busB.held("Time") == 2 })
-	mark := j.away()
-	for range 5 {
-		j.feed(10)
-		time.Sleep(lagWindow / 4)
-	}
-	eventually(t, "A trims what B has not read", func() bool { return j.lost() > 0 })
+	mark := j.awayWhileATrims()
 	_, before := j.readers()
 	j.busB.shut("Readers")
 	j.busB.open("Time")
