@@ -69,8 +69,16 @@ func stepLane(b *block, i int) uint64 {
 
 // next advances lane i of b by one xoshiro256+ step and returns its output.
 func next(b *block, i int) uint64 {
-	s0, s1, s2, s3 := b.s[0][i], b.s[1][i], b.s[2][i], b.s[3][i]
-	out := s0 + s3
+	out, s0, s1, s2, s3 := xoshiro(b.s[0][i], b.s[1][i], b.s[2][i], b.s[3][i])
+	b.s[0][i], b.s[1][i], b.s[2][i], b.s[3][i] = s0, s1, s2, s3
+	return out
+}
+
+// xoshiro is one xoshiro256+ step of the state (s0, s1, s2, s3): its
+// output and the next state. It inlines: the pure-Go kernels call it on
+// their states held in registers.
+func xoshiro(s0, s1, s2, s3 uint64) (out, _, _, _, _ uint64) {
+	out = s0 + s3
 	t := s1 << 17
 	s2 ^= s0
 	s3 ^= s1
@@ -78,8 +86,7 @@ func next(b *block, i int) uint64 {
 	s0 ^= s3
 	s2 ^= t
 	s3 = bits.RotateLeft64(s3, 45)
-	b.s[0][i], b.s[1][i], b.s[2][i], b.s[3][i] = s0, s1, s2, s3
-	return out
+	return out, s0, s1, s2, s3
 }
 
 // outside returns 1 if the point (x, y) of 32-bit coordinates is outside
@@ -111,26 +118,13 @@ func genericSteps(b *block, steps uint64) (misses uint64) {
 //go:noinline
 func genericPair(a0, a1, a2, a3, c0, c1, c2, c3, steps uint64) (_, _, _, _, _, _, _, _, misses uint64) {
 	for j := steps; j > 0; j-- {
-		o := a0 + a3
-		t := a1 << 17
-		a2 ^= a0
-		a3 ^= a1
-		a1 ^= a2
-		a0 ^= a3
-		a2 ^= t
-		a3 = bits.RotateLeft64(a3, 45)
+		var o uint64
+		o, a0, a1, a2, a3 = xoshiro(a0, a1, a2, a3)
 		x, y := o>>32, uint64(uint32(o))
 		_, c := bits.Add64(x*x, y*y, 0)
 		misses, _ = bits.Add64(misses, 0, c)
 
-		o = c0 + c3
-		t = c1 << 17
-		c2 ^= c0
-		c3 ^= c1
-		c1 ^= c2
-		c0 ^= c3
-		c2 ^= t
-		c3 = bits.RotateLeft64(c3, 45)
+		o, c0, c1, c2, c3 = xoshiro(c0, c1, c2, c3)
 		x, y = o>>32, uint64(uint32(o))
 		_, c = bits.Add64(x*x, y*y, 0)
 		misses, _ = bits.Add64(misses, 0, c)
