@@ -8,10 +8,7 @@ import (
 func BenchmarkKernel(b *testing.B) {
 	for _, k := range Kernels() {
 		b.Run(k.Name(), func(b *testing.B) {
-			var blk block
-			for i := range GroupLanes {
-				blk.s[0][i], blk.s[1][i], blk.s[2][i], blk.s[3][i] = seedLane(1, i)
-			}
+			blk := benchBlock()
 			const steps = 1 << 15
 			for b.Loop() {
 				k.fn(&blk, steps)
@@ -25,10 +22,7 @@ func BenchmarkKernel(b *testing.B) {
 func BenchmarkCells(b *testing.B) {
 	for _, k := range Kernels() {
 		b.Run(k.Name(), func(b *testing.B) {
-			var blk block
-			for i := range GroupLanes {
-				blk.s[0][i], blk.s[1][i], blk.s[2][i], blk.s[3][i] = seedLane(1, i)
-			}
+			blk := benchBlock()
 			const steps = 1 << 15
 			c := cellRun{w: 1 << 17, k: 15}
 			for i := range GroupLanes {
@@ -48,10 +42,7 @@ func BenchmarkCells(b *testing.B) {
 func BenchmarkCellsRatio(b *testing.B) {
 	for _, k := range Kernels() {
 		b.Run(k.Name(), func(b *testing.B) {
-			var blk block
-			for i := range GroupLanes {
-				blk.s[0][i], blk.s[1][i], blk.s[2][i], blk.s[3][i] = seedLane(1, i)
-			}
+			blk := benchBlock()
 			const steps = 1 << 13
 			c := cellRun{w: 1 << 17, k: 15}
 			var plain, cells time.Duration
@@ -69,4 +60,13 @@ func BenchmarkCellsRatio(b *testing.B) {
 			b.ReportMetric(float64(b.N)*steps*GroupLanes/plain.Seconds(), "plain-samples/s")
 		})
 	}
+}
+
+// benchBlock returns a group of lanes seeded as by seed 1.
+func benchBlock() block {
+	var blk block
+	for i := range GroupLanes {
+		blk.s[0][i], blk.s[1][i], blk.s[2][i], blk.s[3][i] = seedLane(1, i)
+	}
+	return blk
 }

@@ -174,8 +174,15 @@ func TestGolden(t *testing.T) {
 		g := &keys[i]
 		g.Hits = Batch{Key: Key{Seed: g.Seed, Worker: g.Worker, Seq: g.Seq}, N: g.N}.Hits(Generic)
 	}
+	checkGolden(t, path, keys)
+}
+
+// checkGolden compares got with the JSON array in path, key by key, or writes
+// it there with -update.
+func checkGolden[K comparable](t *testing.T, path string, got []K) {
+	t.Helper()
 	if *update {
-		b, _ := json.MarshalIndent(keys, "", "  ")
+		b, _ := json.MarshalIndent(got, "", "  ")
 		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -184,19 +191,19 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want []goldenKey
+	var want []K
 	if err := json.Unmarshal(b, &want); err != nil {
 		t.Fatal(err)
 	}
-	if len(want) != len(keys) {
-		t.Fatalf("goldenKey file has %d keys, test has %d; run with -update", len(want), len(keys))
+	if len(want) != len(got) {
+		t.Fatalf("%s has %d keys, the test %d; run with -update", path, len(want), len(got))
 	}
 	for i, w := range want {
-		if keys[i] != w {
-			t.Errorf("key %d: got %+v, want %+v", i, keys[i], w)
+		if got[i] != w {
+			t.Errorf("key %d: got %+v, want %+v", i, got[i], w)
 			continue
 		}
-		t.Logf("%s/%s: seed %#x worker %q seq %d n %d: hits %d, as golden", runtime.GOOS, runtime.GOARCH, w.Seed, w.Worker, w.Seq, w.N, w.Hits)
+		t.Logf("%s/%s: %+v, as golden", runtime.GOOS, runtime.GOARCH, w)
 	}
 }
 

@@ -1,14 +1,11 @@
 package mcpi
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"math/big"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -264,30 +261,7 @@ func TestStratifiedGolden(t *testing.T) {
 		g.N = g.Cells * g.Cells
 		g.Hits = Batch{Key: Key{Seed: g.Seed, Worker: g.Worker, Seq: g.Seq}, N: g.N, Cells: g.Cells}.Hits(Generic)
 	}
-	if *update {
-		b, _ := json.MarshalIndent(keys, "", "  ")
-		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []gk
-	if err := json.Unmarshal(b, &want); err != nil {
-		t.Fatal(err)
-	}
-	if len(want) != len(keys) {
-		t.Fatalf("golden file has %d keys, test has %d; run with -update", len(want), len(keys))
-	}
-	for i, w := range want {
-		if keys[i] != w {
-			t.Errorf("key %d: got %+v, want %+v", i, keys[i], w)
-			continue
-		}
-		t.Logf("%s/%s: %+v as golden", runtime.GOOS, runtime.GOARCH, w)
-	}
+	checkGolden(t, path, keys)
 }
 
 // batchSE returns the standard deviation of the estimate 4H/K² of one
