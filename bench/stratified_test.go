@@ -10,7 +10,6 @@ import (
 
 	"gonum.org/v1/gonum/stat/distuv"
 
-	"github.com/picluster/picluster/collector"
 	"github.com/picluster/picluster/mcpi"
 	"github.com/picluster/picluster/worker"
 )
@@ -46,7 +45,7 @@ func TestStratifiedRate(t *testing.T) {
 		ns, ses = append(ns, float64(kk*kk)), append(ses, se)
 		t.Logf("K=2^%-2d n=2^%-2d batch SE %.4g  4√(K/3)/K² %.4g  ratio %.3f  (MC at the same n: %.3g)", lg, 2*lg, se, mcpi.StratifiedSE(kk), se/mcpi.StratifiedSE(kk), 1.642/math.Sqrt(float64(kk*kk)))
 	}
-	slope := collector.LogSlope(ns, ses)
+	slope := mcpi.LogSlope(ns, ses)
 	t.Logf("fitted exponent of the batch SE in n: %.3f (want −0.75 ± 0.05; plain MC −0.5)", slope)
 	if math.Abs(slope+0.75) > 0.05 {
 		t.Errorf("exponent %.3f, want −0.75 ± 0.05", slope)

@@ -157,18 +157,7 @@ func Slope(pts []Point) float64 {
 	if len(ns) < 3 || last < 2*ns[0] {
 		return math.NaN()
 	}
-	return LogSlope(ns, ses)
-}
-
-// LogSlope returns the least-squares slope of log y against log x.
-func LogSlope(x, y []float64) float64 {
-	var sx, sy, sxx, sxy float64
-	for i := range x {
-		lx, ly := math.Log(x[i]), math.Log(y[i])
-		sx, sy, sxx, sxy = sx+lx, sy+ly, sxx+lx*lx, sxy+lx*ly
-	}
-	n := float64(len(x))
-	return (n*sxy - sx*sy) / (n*sxx - sx*sx)
+	return mcpi.LogSlope(ns, ses)
 }
 
 // checkEstimator refuses an entry that is not of the job's estimator: plain

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+
+	"gonum.org/v1/gonum/stat"
 )
 
 // Estimators, as --estimator spells them.
@@ -39,6 +41,18 @@ func ValidCells(k uint64) error {
 func StratifiedSE(k uint64) float64 {
 	kf := float64(k)
 	return 4 * math.Sqrt(kf/3) / (kf * kf)
+}
+
+// LogSlope returns the least-squares slope of log y against log x: the
+// exponent of a standard error's fall with N, −½ for plain Monte Carlo,
+// −¾ across the K of stratified batches.
+func LogSlope(x, y []float64) float64 {
+	lx, ly := make([]float64, len(x)), make([]float64, len(y))
+	for i := range x {
+		lx[i], ly[i] = math.Log(x[i]), math.Log(y[i])
+	}
+	_, slope := stat.LinearRegression(lx, ly, nil, false)
+	return slope
 }
 
 // cellRun is what a stratified kernel call needs besides the lanes' states:

@@ -279,17 +279,6 @@ func batchSE(lg int, reps uint64, hits func(Batch) uint64) float64 {
 	return 4 * math.Sqrt(v) / float64(kk*kk)
 }
 
-// FitExponent returns the least-squares slope of log y against log x.
-func fitExponent(x, y []float64) float64 {
-	var sx, sy, sxx, sxy float64
-	for i := range x {
-		lx, ly := math.Log(x[i]), math.Log(y[i])
-		sx, sy, sxx, sxy = sx+lx, sy+ly, sxx+lx*lx, sxy+lx*ly
-	}
-	n := float64(len(x))
-	return (n*sxy - sx*sy) / (n*sxx - sx*sx)
-}
-
 // TestStratifiedRate measures the per-batch SE at K = 2^7 … 2^11 (300
 // batches each, seed 0x4a7e, worker "rate") and checks that its exponent
 // in n = K² is −3/4 ± 0.05, as 4·√(K/3)/K² predicts. The full range,
@@ -302,7 +291,7 @@ func TestStratifiedRate(t *testing.T) {
 		ns, ses = append(ns, float64(kk*kk)), append(ses, se)
 		t.Logf("K=2^%-2d n=%-8d batch SE %.4g, 4√(K/3)/K² %.4g, ratio %.3f", lg, kk*kk, se, StratifiedSE(kk), se/StratifiedSE(kk))
 	}
-	slope := fitExponent(ns, ses)
+	slope := LogSlope(ns, ses)
 	t.Logf("fitted exponent of the batch SE in n: %.3f (want −0.75 ± 0.05)", slope)
 	if math.Abs(slope+0.75) > 0.05 {
 		t.Errorf("exponent %.3f, want −0.75 ± 0.05", slope)
