@@ -22,20 +22,11 @@ const honestEvery = 100 * time.Millisecond
 func flood(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, honestBus *redisbus.Bus, w *watcher, redisPID int) (*Flood, error) {
 	log := cfg.Log
 	fl := &Flood{Presence: cfg.FloodPresence, IDs: cfg.FloodIDs, MaxWorkers: cfg.MaxWorkers}
-	hctx, stopHonest := context.WithCancel(ctx)
-	defer stopHonest()
-	type honest struct {
-		seqs uint64
-		err  error
+	honest, err := startTrickle(ctx, honestBus, j, honestID, honestEvery, nil, w)
+	if err != nil {
+		return nil, err
 	}
-	honestDone := make(chan honest, 1)
-	go func() {
-		n, err := trickle(hctx, honestBus, j, honestID, honestEvery, nil)
-		honestDone <- honest{n, err}
-	}()
-	if _, ok := w.until(ctx, 30*time.Second, func(s apiState) bool { _, ok := s.row(honestID); return ok }); !ok {
-		return nil, errors.New("the collector credited no entry of the honest worker within 30s")
-	}
+	defer honest.end()
 	colCPU := startMeter(w.pid)
 	settle(ctx, w.pid)
 	fl.RSSBefore, _, _ = memory(w.pid)
@@ -43,7 +34,7 @@ func flood(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, honest
 	log.Info("flooding presence", "ids", cfg.FloodPresence)
 	t := time.Now()
 	at := time.Now()
-	err := fanOut(ctx, buses, cfg.FloodPresence, func(bus *redisbus.Bus, i int) error {
+	err = fanOut(ctx, buses, cfg.FloodPresence, func(bus *redisbus.Bus, i int) error {
 		id := fmt.Sprintf("pr-%07d", i)
 		return bus.Heartbeat(ctx, id, wire.EncodePresence(wire.Presence{Worker: id, Status: wire.Alive, At: at}))
 	})
@@ -75,16 +66,15 @@ func flood(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, honest
 	fl.RSSIDs, _, _ = memory(w.pid)
 	log.Info("report-id flood done", "seconds", fl.IDsSeconds, "collector_rss_mb", fl.RSSIDs>>20)
 
-	stopHonest()
-	h := <-honestDone
-	if h.err != nil {
-		return nil, h.err
+	seqs, err := honest.end()
+	if err != nil {
+		return nil, err
 	}
-	fl.HonestEntries, fl.HonestN = h.seqs, h.seqs*cfg.N
-	s, _ := w.until(ctx, time.Minute, func(s apiState) bool { r, _ := s.row(honestID); return r.Seq >= h.seqs })
+	fl.HonestEntries, fl.HonestN = seqs, seqs*cfg.N
+	s, _ := w.until(ctx, time.Minute, func(s apiState) bool { r, _ := s.row(honestID); return r.Seq >= seqs })
 	r, _ := s.row(honestID)
 	fl.HonestCredited = r.N
-	fl.HonestExact = r.N == fl.HonestN && r.Entries == h.seqs && r.Gaps == 0
+	fl.HonestExact = r.N == fl.HonestN && r.Entries == seqs && r.Gaps == 0
 	fl.Tracked = s.Page.Total
 	fl.Refused = s.RejectedBy[string(wire.TooMany)]
 	_, fl.RSSPeak, _ = memory(w.pid)

@@ -448,20 +448,11 @@ func steps(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, probeB
 	w.mu.Lock()
 	w.probe = &probe{}
 	w.mu.Unlock()
-	pctx, stopProbe := context.WithCancel(ctx)
-	defer stopProbe()
-	type probed struct {
-		seqs uint64
-		err  error
+	probe, err := startTrickle(ctx, probeBus, j, probeID, probeEvery, w.appended, w)
+	if err != nil {
+		return err
 	}
-	probeDone := make(chan probed, 1)
-	go func() {
-		n, err := trickle(pctx, probeBus, j, probeID, probeEvery, w.appended)
-		probeDone <- probed{n, err}
-	}()
-	if _, ok := w.until(ctx, 30*time.Second, func(s apiState) bool { _, ok := s.row(probeID); return ok }); !ok {
-		return errors.New("the collector credited no probe entry within 30s")
-	}
+	defer probe.end()
 
 	sent := func() uint64 { p, _ := w.probed(); return f.appended() + p }
 	for i, rate := range cfg.Rates {
@@ -510,17 +501,16 @@ func steps(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, probeB
 			"ratio", fmt.Sprintf("%.3f", st.Ratio), "lag_p50", st.LagP50, "lag_p99", st.LagP99,
 			"collector_cpu", fmt.Sprintf("%.2f", st.CollectorCPU), "collector_rss_mb", st.RSS>>20, "drain", st.Drain)
 	}
-	stopProbe()
-	p := <-probeDone
-	if p.err != nil {
-		return p.err
+	probeSeqs, err := probe.end()
+	if err != nil {
+		return err
 	}
 	stopTap()
 	if err := <-tapErr; err != nil {
 		return fmt.Errorf("bare reader: %w", err)
 	}
 
-	res.Appended = f.appended() + p.seqs
+	res.Appended = f.appended() + probeSeqs
 	want := new(big.Int).SetUint64(res.Appended * cfg.N)
 	s, ok := w.until(ctx, time.Minute, func(s apiState) bool { return s.n().Cmp(want) >= 0 })
 	res.Credited = s.n().Uint64() / cfg.N

@@ -178,3 +178,38 @@ func trickle(ctx context.Context, bus *redisbus.Bus, j job, id string, period ti
 		}
 	}
 }
+
+// trickler is a worker appending in the background (trickle).
+type trickler struct {
+	stop context.CancelFunc
+	done chan trickled
+}
+
+type trickled struct {
+	seqs uint64
+	err  error
+}
+
+// startTrickle starts trickle of worker id and waits, up to 30 s, until
+// the collector's table shows it.
+func startTrickle(ctx context.Context, bus *redisbus.Bus, j job, id string, period time.Duration, sent func(seq uint64, at time.Time), w *watcher) (*trickler, error) {
+	tctx, stop := context.WithCancel(ctx)
+	t := &trickler{stop: stop, done: make(chan trickled, 1)}
+	go func() {
+		n, err := trickle(tctx, bus, j, id, period, sent)
+		t.done <- trickled{n, err}
+	}()
+	if _, ok := w.until(ctx, 30*time.Second, func(s apiState) bool { _, ok := s.row(id); return ok }); !ok {
+		t.end()
+		return nil, fmt.Errorf("the collector credited no entry of worker %s within 30s", id)
+	}
+	return t, nil
+}
+
+// end stops the worker and returns the seqs it appended.
+func (t *trickler) end() (uint64, error) {
+	t.stop()
+	r := <-t.done
+	t.done <- r // end again returns the same
+	return r.seqs, r.err
+}
