@@ -372,15 +372,27 @@ func Listen(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--http: %w", err)
 	}
-	return l, nil
+	return named{l, host}, nil
+}
+
+// named is a listener that keeps the host it was asked for (Listen), which
+// Serve allows as a Host.
+type named struct {
+	net.Listener
+	host string
 }
 
 // Serve serves h on l until ctx is done, then shuts down, giving open
 // requests a second. On a loopback address it answers only requests whose
-// Host is localhost, 127.0.0.1, ::1 or the address itself.
+// Host is localhost, 127.0.0.1, ::1, the address itself or the host Listen
+// was given.
 func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
 	if a, ok := l.Addr().(*net.TCPAddr); ok && a.IP.IsLoopback() {
-		h = allowHosts(h, "localhost", "127.0.0.1", "::1", a.IP.String())
+		hosts := []string{"localhost", "127.0.0.1", "::1", a.IP.String()}
+		if n, ok := l.(named); ok {
+			hosts = append(hosts, n.host)
+		}
+		h = allowHosts(h, hosts...)
 	}
 	srv := &http.Server{
 		Handler:           h,

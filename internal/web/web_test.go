@@ -245,3 +245,29 @@ func TestHardening(t *testing.T) {
 		}
 	}
 }
+
+// On loopback, the host --http names is a Host the server answers, as
+// well as localhost and the address (here a name standing for one that
+// resolves to 127.0.1.1, as a machine's own name often does).
+func TestHostOfHTTPFlag(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() { _ = Serve(ctx, named{l, "myhost.test"}, Handler(job(t), quiet)) }()
+	base := "http://" + l.Addr().String()
+	for host, want := range map[string]int{"myhost.test:8080": 200, "myhost.test": 200, "otherhost.test": 421} {
+		req, _ := http.NewRequest("GET", base+"/healthz", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}
