@@ -960,18 +960,29 @@ func (c *Collector) listen(msgs <-chan wire.Message) {
 // first): the channel's copy of an entry is credited from the ledger, not here.
 var echoPrefix = []byte(`{"v":2,`)
 
-// workerMember is how EncodeEntry writes the worker's id.
-var workerMember = []byte(`,"worker":"`)
+// workerMember starts the worker's id in a payload: EncodeEntry writes it
+// so, and so do the README's Python peers.
+var workerMember = []byte(`"worker":"`)
 
-// echoWorker returns the worker an entry's echo on the channel names, only
-// a hint of which stream to read: the ledger's copy is checked. It finds
-// the id without decoding the whole entry, falling back to DecodeEntry when
-// the id holds escapes.
-func echoWorker(payload []byte) (string, bool) {
+// claimedWorker returns the worker id a payload names, found without
+// decoding it: the first "worker" member's, if it has no escapes and is at
+// most wire.MaxWorkerLen bytes. It is only what the payload claims.
+func claimedWorker(payload []byte) (string, bool) {
 	if _, rest, ok := bytes.Cut(payload, workerMember); ok {
 		if id, _, ok := bytes.Cut(rest, []byte{'"'}); ok && len(id) > 0 && len(id) <= wire.MaxWorkerLen && bytes.IndexByte(id, '\\') < 0 {
 			return string(id), true
 		}
+	}
+	return "", false
+}
+
+// echoWorker returns the worker an entry's echo on the channel names, only
+// a hint of which stream to read: the ledger's copy is checked. It finds
+// the id without decoding the whole entry (claimedWorker), falling back to
+// DecodeEntry when the id holds escapes.
+func echoWorker(payload []byte) (string, bool) {
+	if id, ok := claimedWorker(payload); ok {
+		return id, true
 	}
 	e, err := wire.DecodeEntry(payload)
 	return e.Worker, err == nil
@@ -1003,7 +1014,11 @@ func (c *Collector) handle(payload []byte) (changed bool) {
 		err = &wire.Error{Reason: wire.TooLarge, Detail: fmt.Sprintf("anonymous n %d above the cap %d", r.N, c.cfg.AnonMaxN)}
 	}
 	if err != nil {
-		c.reject(err, r.Worker)
+		sender := r.Worker
+		if id, ok := claimedWorker(payload); ok && sender == "" { // it did not decode: log it under the id it claims
+			sender = "claimed " + id
+		}
+		c.reject(err, sender)
 		return false
 	}
 	c.pool.addAnonymous(r.N, r.Hits)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -583,5 +584,33 @@ func TestSweepReadsNewsBetweenPages(t *testing.T) {
 	})
 	if read := bus.pages.Load(); read >= pages {
 		t.Errorf("the news was credited after the sweep's %d pages; want between them", read)
+	}
+}
+
+// A report that does not decode is logged under the worker it claims to
+// be from, once per claimed id and reason: one sender's bad report does not
+// silence the log of another's. One that claims no id is "(unnamed)".
+func TestRejectionsLoggedBySender(t *testing.T) {
+	var logs bytes.Buffer
+	c, err := collector.New(membus.New(), collector.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{
+		`{"worker":"mallory","n":-1,"pi_approx":3}`,
+		`{"worker":"mallory","n":-2,"pi_approx":3}`, // the same sender and reason: not logged again
+		`{"worker":"eve","n":-1,"pi_approx":3}`,
+		`{"n":-1,"pi_approx":3}`,
+	} {
+		c.Handle([]byte(p))
+	}
+	out := logs.String()
+	for sender, want := range map[string]int{`sender="claimed mallory"`: 1, `sender="claimed eve"`: 1, `sender=(unnamed)`: 1} {
+		if got := strings.Count(out, sender); got != want {
+			t.Errorf("%s logged %d times, want %d:\n%s", sender, got, want, out)
+		}
+	}
+	if s := c.Summary(); s.RejectedBy["bad_n"] != 4 {
+		t.Errorf("bad_n counted %d times, want 4", s.RejectedBy["bad_n"])
 	}
 }
