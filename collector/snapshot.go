@@ -514,18 +514,13 @@ func (tc *tableCache) freeze(now time.Time, total mcpi.Tally, s *Summary) *view 
 	t.minZ = math.Sqrt(2 * math.Log(1/t.alpha))
 
 	var tested mcpi.Tally
-	each := func(f func(i int32, r *row)) {
-		for k, ch := range t.chunks {
-			for j := range min(chunkRows, tc.n-k*chunkRows) {
-				f(int32(k*chunkRows+j), &ch[j])
+	for k, ch := range t.chunks {
+		for j := range min(chunkRows, tc.n-k*chunkRows) {
+			if r := &ch[j]; r.rec == nil && r.totalN >= minWorkerN {
+				tested = tested.Add(mcpi.TallyOf(r.totalN, r.totalHits))
 			}
 		}
 	}
-	each(func(_ int32, r *row) {
-		if r.rec == nil && r.totalN >= minWorkerN {
-			tested = tested.Add(mcpi.TallyOf(r.totalN, r.totalHits))
-		}
-	})
 	pt := tested.P()
 	var x float64
 	df := -1
