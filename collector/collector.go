@@ -280,13 +280,12 @@ type Collector struct {
 	started  time.Time
 	baseN    mcpi.Count // N when the start-up read finished: the rate counts only new samples
 	synced   bool
-	stopped  string          // a StopCause once stopped
-	stale    string          // why the final read failed, "" if it did not
-	goodbye  map[string]bool // workers whose last presence message was a goodbye
-	bye      chan struct{}   // poked on every goodbye
-	loaded   chan struct{}   // closed once the job is loaded
-	bell     *bell           // the streams with news, from the channel
-	swept    time.Duration   // how long the last sweep of Run's reader took
+	stopped  string        // a StopCause once stopped
+	stale    string        // why the final read failed, "" if it did not
+	bye      chan struct{} // poked on every goodbye
+	loaded   chan struct{} // closed once the job is loaded
+	bell     *bell         // the streams with news, from the channel
+	swept    time.Duration // how long the last sweep of Run's reader took
 	// registered is when this collector last recorded its mark among the
 	// readers, or loaded the checkpoint (by this host's clock), registeredAt
 	// the bus's clock then (ms, 0 if unknown), and away whether it went
@@ -307,7 +306,7 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 	cfg = cfg.withDefaults()
 	c := &Collector{cfg: cfg, bus: bus, log: cfg.Logger, pool: newPool(), dirty: make(map[string]bool),
 		rejected: make(map[wire.Reason]uint64), logged: make(map[string]bool), started: cfg.Now(),
-		goodbye: make(map[string]bool), bye: make(chan struct{}, 1), loaded: make(chan struct{}),
+		bye: make(chan struct{}, 1), loaded: make(chan struct{}),
 		refused: make(map[string]bool), bell: newBell()}
 	c.ver = newVerifier(c)
 	c.history.se = c.stdErr // called under c.mu, as history.add is
@@ -1046,7 +1045,6 @@ func (c *Collector) HandlePresence(payload []byte) {
 	}
 	c.pool.seen[p.Worker] = c.cfg.Now()
 	c.pool.left[p.Worker] = p.Status == wire.Left
-	c.goodbye[p.Worker] = p.Status == wire.Left
 	c.pool.touch(p.Worker)
 	if p.Status == wire.Left {
 		select {

@@ -319,6 +319,15 @@ func TestPresence(t *testing.T) {
 	if s := c.Summary(); s.Rejected != 1 {
 		t.Errorf("a bad presence message: rejected %d, want 1", s.Rejected)
 	}
+	// A worker says goodbye after its last append: that entry, credited
+	// after the goodbye, does not make it alive again.
+	appendEntries(t, bus, nil, entry(st, "leaves", 2, 100, 0))
+	waitFor(t, func() bool { return c.Summary().N == mcpi.CountOf(400) })
+	for _, w := range c.Summary().WorkerTable {
+		if w.ID == "leaves" && w.Status != "left" {
+			t.Errorf("after an entry credited after its goodbye, leaves is %s, want left", w.Status)
+		}
+	}
 }
 
 func TestSecureMode(t *testing.T) {

@@ -16,7 +16,7 @@ type pool struct {
 	workers     map[string]*wire.Credit
 	quarantined map[string]wire.QuarantineRecord
 	seen        map[string]time.Time // when each worker last reported or sent a heartbeat
-	left        map[string]bool      // whether its last word was goodbye
+	left        map[string]bool      // whether its last presence message was a goodbye: an entry credited after it does not undo it (a worker says goodbye after its last append)
 	disp        dispersion           // the scatter of the credited entries
 	strat       replicates           // the credited batches of a stratified job
 	batches     uint64               // entries credited + anonymous batches
@@ -72,7 +72,6 @@ func (p *pool) credit(e wire.Entry, pos string, now time.Time) *wire.Credit {
 	p.batches = sat(p.batches, 1)
 	p.accepted = sat(p.accepted, 1)
 	p.seen[e.Worker] = now
-	p.left[e.Worker] = false
 	p.touch(e.Worker)
 	return w
 }

@@ -96,7 +96,7 @@ func (c *Collector) stillWorking() (int, time.Time) {
 	defer c.mu.Unlock()
 	n, first := 0, time.Time{}
 	for id, cr := range c.pool.workers {
-		if _, q := c.pool.quarantined[id]; q || c.goodbye[id] {
+		if _, q := c.pool.quarantined[id]; q || c.pool.left[id] {
 			continue
 		}
 		seen := c.pool.seen[id]
