@@ -644,15 +644,17 @@ func (c *Collector) sweep(ctx context.Context) error {
 	c.mu.Lock()
 	ids := slices.Collect(maps.Keys(c.pool.cursor))
 	c.mu.Unlock()
+	fresh := make(map[string]bool) // the untracked streams found, each once: at most as many as the job may yet track
 	err = scanLedgers(ctx, c.bus, func(workers []string) error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for _, w := range workers {
 			switch _, tracked := c.pool.cursor[w]; {
-			case tracked: // read already, as tracked
+			case tracked, fresh[w]: // read already, or to read
 			case c.full():
 				c.refuse(w)
-			default:
+			case len(fresh) < 2*c.cfg.MaxWorkers-len(c.pool.cursor):
+				fresh[w] = true
 				ids = append(ids, w)
 			}
 		}

@@ -309,10 +309,14 @@ type LedgerReader interface {
 // fn, each stream in order, page by page: picluster verify and the tests
 // read a ledger with it.
 func ReadLedger(ctx context.Context, l LedgerReader, fn func(wire.LedgerEntry)) error {
+	seen := make(map[string]bool)
 	return scanLedgers(ctx, l, func(workers []string) error {
-		from := make([]wire.Cursor, len(workers))
-		for i, w := range workers {
-			from[i] = wire.Cursor{Worker: w}
+		var from []wire.Cursor
+		for _, w := range workers {
+			if !seen[w] {
+				seen[w] = true
+				from = append(from, wire.Cursor{Worker: w})
+			}
 		}
 		for len(from) > 0 {
 			page, err := l.ReadLedgers(ctx, from[:min(len(from), ledgerKeys)], ledgerPage)
@@ -337,23 +341,16 @@ func ReadLedger(ctx context.Context, l LedgerReader, fn func(wire.LedgerEntry)) 
 }
 
 // scanLedgers hands fn, a SCAN page at a time, the workers whose stream of
-// the ledger exists, each once in a pass (a SCAN may return a key twice).
+// the ledger exists; a SCAN may return a worker twice in a pass, which fn
+// must bear.
 func scanLedgers(ctx context.Context, l LedgerReader, fn func(workers []string) error) error {
-	seen := make(map[string]bool)
 	var cursor uint64
 	for {
 		workers, next, err := l.ScanLedgers(ctx, cursor)
 		if err != nil {
 			return err
 		}
-		fresh := workers[:0]
-		for _, w := range workers {
-			if !seen[w] {
-				seen[w] = true
-				fresh = append(fresh, w)
-			}
-		}
-		if err := fn(fresh); err != nil {
+		if err := fn(workers); err != nil {
 			return err
 		}
 		if cursor = next; cursor == 0 {
