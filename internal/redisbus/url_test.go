@@ -118,13 +118,7 @@ func TestTLSFilesApplyToEveryForm(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var cfg *tls.Config
-		switch c := c.(type) {
-		case *redis.ClusterClient:
-			cfg = c.Options().TLSConfig
-		case *redis.Client:
-			cfg = c.Options().TLSConfig
-		}
+		cfg := tlsOf(c)
 		c.Close()
 		if cfg == nil || cfg.RootCAs == nil || len(cfg.Certificates) != 1 {
 			t.Errorf("%s: TLS %+v, want the CA and the client certificate", url, cfg)
@@ -174,17 +168,23 @@ func TestRedissWithoutFilesKeepsTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var cfg *tls.Config
-			switch c := c.(type) {
-			case *redis.ClusterClient:
-				cfg = c.Options().TLSConfig
-			case *redis.Client:
-				cfg = c.Options().TLSConfig
-			}
+			cfg := tlsOf(c)
 			c.Close()
 			if cfg == nil {
 				t.Errorf("%s with TLS files %v: no TLS", url, files)
 			}
 		}
 	}
+}
+
+// tlsOf returns the TLS configuration of a single or cluster client (a
+// failover client is a *redis.Client too).
+func tlsOf(c redis.UniversalClient) *tls.Config {
+	switch c := c.(type) {
+	case *redis.ClusterClient:
+		return c.Options().TLSConfig
+	case *redis.Client:
+		return c.Options().TLSConfig
+	}
+	return nil
 }
