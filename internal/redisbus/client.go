@@ -43,10 +43,7 @@ func newClient(t target, files *TLSFiles) (redis.UniversalClient, error) {
 		if opt.TLSConfig, err = tlsFor(opt.TLSConfig, opt.Addr); err != nil {
 			return nil, err
 		}
-		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = dialTimeout, ioTimeout, ioTimeout
-		opt.PoolSize = poolSize
-		opt.MaxRetries = 1               // our own backoff retries; don't hammer a dead server
-		opt.ContextTimeoutEnabled = true // a deadline or a cancellation ends a pending read: see ReadLedger
+		tune(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolSize, &opt.MaxRetries, &opt.ContextTimeoutEnabled)
 		c := redis.NewClient(opt)
 		c.AddHook(modeHook{mode: Single})
 		return c, nil
@@ -55,10 +52,7 @@ func newClient(t target, files *TLSFiles) (redis.UniversalClient, error) {
 		if opt.TLSConfig, err = tlsFor(opt.TLSConfig, ""); err != nil {
 			return nil, err
 		}
-		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = dialTimeout, ioTimeout, ioTimeout
-		opt.PoolSize = poolSize
-		opt.MaxRetries = 1
-		opt.ContextTimeoutEnabled = true
+		tune(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolSize, &opt.MaxRetries, &opt.ContextTimeoutEnabled)
 		c := redis.NewClusterClient(opt)
 		hook = modeHook{mode: Cluster}
 		c.AddHook(hook)
@@ -72,14 +66,20 @@ func newClient(t target, files *TLSFiles) (redis.UniversalClient, error) {
 		if opt.TLSConfig, err = tlsFor(opt.TLSConfig, ""); err != nil {
 			return nil, err
 		}
-		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = dialTimeout, ioTimeout, ioTimeout
-		opt.PoolSize = poolSize
-		opt.MaxRetries = 1
-		opt.ContextTimeoutEnabled = true
+		tune(&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolSize, &opt.MaxRetries, &opt.ContextTimeoutEnabled)
 		c := redis.NewFailoverClient(opt)
 		c.AddHook(modeHook{mode: Sentinel, master: opt.MasterName})
 		return c, nil
 	}
+}
+
+// tune sets what the three kinds of client share, through pointers to
+// their options' fields of those names.
+func tune(dial, read, write *time.Duration, pool, retries *int, contextTimeout *bool) {
+	*dial, *read, *write = dialTimeout, ioTimeout, ioTimeout
+	*pool = poolSize
+	*retries = 1           // our own backoff retries; don't hammer a dead server
+	*contextTimeout = true // a deadline or a cancellation ends a pending read: see ReadLedger
 }
 
 // publish publishes msg on channel through c: SPUBLISH on a cluster, where
