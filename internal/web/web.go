@@ -392,7 +392,8 @@ func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
 		if n, ok := l.(named); ok {
 			hosts = append(hosts, n.host)
 		}
-		h = allowHosts(h, hosts...)
+		slices.Sort(hosts)
+		h = allowHosts(h, slices.Compact(hosts)...) // each once in the 421's message
 	}
 	srv := &http.Server{
 		Handler:           h,

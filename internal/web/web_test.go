@@ -265,9 +265,13 @@ func TestHostOfHTTPFlag(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != want {
 			t.Errorf("Host %s: %d, want %d", host, resp.StatusCode, want)
+		}
+		if want == 421 && strings.Count(string(body), "127.0.0.1") != 1 {
+			t.Errorf("Host %s: 421 %q: want each allowed host named once", host, body)
 		}
 	}
 }
