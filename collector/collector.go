@@ -977,6 +977,18 @@ func claimedWorker(payload []byte) (string, bool) {
 	return "", false
 }
 
+// claimedSender is the sender a rejection is logged under: worker, the
+// decoded id, or else the id payload claims ("claimed ID"), or "".
+func claimedSender(worker string, payload []byte) string {
+	if worker != "" {
+		return worker
+	}
+	if id, ok := claimedWorker(payload); ok {
+		return "claimed " + id
+	}
+	return ""
+}
+
 // echoWorker returns the worker an entry's echo on the channel names, only
 // a hint of which stream to read: the ledger's copy is checked. It finds
 // the id without decoding the whole entry (claimedWorker), falling back to
@@ -1015,11 +1027,7 @@ func (c *Collector) handle(payload []byte) (changed bool) {
 		err = &wire.Error{Reason: wire.TooLarge, Detail: fmt.Sprintf("anonymous n %d above the cap %d", r.N, c.cfg.AnonMaxN)}
 	}
 	if err != nil {
-		sender := r.Worker
-		if id, ok := claimedWorker(payload); ok && sender == "" { // it did not decode: log it under the id it claims
-			sender = "claimed " + id
-		}
-		c.reject(err, sender)
+		c.reject(err, claimedSender(r.Worker, payload))
 		return false
 	}
 	c.pool.addAnonymous(r.N, r.Hits)
@@ -1036,10 +1044,7 @@ func (c *Collector) HandlePresence(payload []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
-		var e *wire.Error
-		if errors.As(err, &e) {
-			c.rejected[e.Reason] = sat(c.rejected[e.Reason], 1)
-		}
+		c.reject(err, claimedSender(p.Worker, payload))
 		return
 	}
 	if c.pool.workers[p.Worker] == nil {

@@ -598,7 +598,8 @@ func TestSweepReadsNewsBetweenPages(t *testing.T) {
 
 // A report that does not decode is logged under the worker it claims to
 // be from, once per claimed id and reason: one sender's bad report does not
-// silence the log of another's. One that claims no id is "(unnamed)".
+// silence the log of another's. One that claims no id is "(unnamed)". A
+// bad presence message is logged as a report is.
 func TestRejectionsLoggedBySender(t *testing.T) {
 	var logs bytes.Buffer
 	c, err := collector.New(membus.New(), collector.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -613,8 +614,9 @@ func TestRejectionsLoggedBySender(t *testing.T) {
 	} {
 		c.Handle([]byte(p))
 	}
+	c.HandlePresence([]byte(`{"worker":"trudy","status":"sleeping"}`)) // a bad presence message is logged too
 	out := logs.String()
-	for sender, want := range map[string]int{`sender="claimed mallory"`: 1, `sender="claimed eve"`: 1, `sender=(unnamed)`: 1} {
+	for sender, want := range map[string]int{`sender="claimed mallory"`: 1, `sender="claimed eve"`: 1, `sender=(unnamed)`: 1, `sender=trudy reason=bad_field`: 1} {
 		if got := strings.Count(out, sender); got != want {
 			t.Errorf("%s logged %d times, want %d:\n%s", sender, got, want, out)
 		}
