@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -350,6 +351,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 // in a file of dir and the URL in its environment (not on its command
 // line, where ps shows it), and returns it with the address of its HTTP
 // server.
+// maxWarnings is how many of the collector's warnings loadgen passes on.
+const maxWarnings = 20
+
 func startCollector(ctx context.Context, cfg Config, url, dir string) (*child, string, error) {
 	keyFile := filepath.Join(dir, "job.key")
 	if err := os.WriteFile(keyFile, cfg.JobKey, 0o600); err != nil {
@@ -367,9 +371,15 @@ func startCollector(ctx context.Context, cfg Config, url, dir string) (*child, s
 	}
 	addrs := make(chan string, 1)
 	dashboard := regexp.MustCompile(`dashboard on http://([^/\s]+)/`)
+	warned := 0 // the collector's warnings passed on: a flood makes one per refused id
 	c, err := startChild("collector", argv, []string{"REDIS_URL=" + url}, func(line string) {
 		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
-			cfg.Log.Warn("collector: " + line)
+			switch warned++; {
+			case warned <= maxWarnings:
+				cfg.Log.Warn("collector: " + line)
+			case warned == maxWarnings+1:
+				cfg.Log.Warn("collector: further warnings not shown", "shown", maxWarnings)
+			}
 		}
 		if m := dashboard.FindStringSubmatch(line); m != nil {
 			select {
@@ -497,9 +507,9 @@ func steps(ctx context.Context, cfg Config, j job, buses []*redisbus.Bus, probeB
 			res.Highest = max(res.Highest, rate)
 		}
 		res.Steps = append(res.Steps, st)
-		log.Info("step done", "rate", rate, "sent", int(st.Sent), "bare", int(st.Bare), "credited", int(st.Credit),
+		log.Info("step done", "rate", rate, "sent", math.Round(st.Sent), "bare", math.Round(st.Bare), "credited", math.Round(st.Credit),
 			"ratio", fmt.Sprintf("%.3f", st.Ratio), "lag_p50", st.LagP50, "lag_p99", st.LagP99,
-			"collector_cpu", fmt.Sprintf("%.2f", st.CollectorCPU), "collector_rss_mb", st.RSS>>20, "drain", st.Drain)
+			"collector_cpu", fmt.Sprintf("%.2f", st.CollectorCPU), "collector_rss_mb", st.RSS>>20, "backlog", st.Drain) // rounded as the table is
 	}
 	probeSeqs, err := probe.end()
 	if err != nil {
