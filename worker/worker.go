@@ -513,10 +513,16 @@ func (w *Worker) renewLease(ctx context.Context, token string) error {
 	return nil
 }
 
-// presence publishes the worker's status; a lost heartbeat is harmless.
+// presence publishes the worker's status, signed with its key in secure
+// mode; a lost heartbeat is harmless.
 func (w *Worker) presence(ctx context.Context, status string) {
-	w.lastSaid.Store(time.Now().UnixNano())
-	_ = w.bus.Heartbeat(ctx, w.cfg.ID, wire.EncodePresence(wire.Presence{Worker: w.cfg.ID, Status: status, At: time.Now()}))
+	now := time.Now()
+	w.lastSaid.Store(now.UnixNano())
+	p := wire.Presence{Worker: w.cfg.ID, Status: status, At: now}
+	if w.cfg.Key != nil {
+		p = wire.SignPresence(w.cfg.Key, p)
+	}
+	_ = w.bus.Heartbeat(ctx, w.cfg.ID, wire.EncodePresence(p))
 }
 
 // checkState stops sampling when the job is done or is another job now. An

@@ -70,6 +70,19 @@ const (
 	Anonymous   Reason = "anonymous"     // an anonymous report, refused in secure mode
 	TooMany     Reason = "too_many_workers"
 	WrongStream Reason = "wrong_stream" // in another worker's stream of the ledger
+	// ImplausibleSeq: a seq so far past the worker's last that the seqs
+	// between would overrun what the collector draws for one worker
+	// (collector.MaxGaps); refused, and nothing else happens to the stream.
+	ImplausibleSeq Reason = "implausible_seq"
+	// Implausible: an anonymous report that would take the anonymous
+	// batches further from the credited entries than chance explains.
+	Implausible Reason = "implausible"
+	// AnonShare: an anonymous report beyond the anonymous share of N that
+	// the collector allows (--anon-share).
+	AnonShare Reason = "anon_share"
+	// Unauthenticated: a presence message in secure mode that is not
+	// signed with its worker's key, or is not newer than the last one.
+	Unauthenticated Reason = "unauthenticated"
 	// WrongEstimator: an entry whose estimator or cells K differ from the
 	// job's, or a stratified entry whose n is not K².
 	WrongEstimator Reason = "wrong_estimator"

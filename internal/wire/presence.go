@@ -1,8 +1,10 @@
 package wire
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -22,6 +24,29 @@ type Presence struct {
 	Worker string    `json:"worker"`
 	Status string    `json:"status"`
 	At     time.Time `json:"at"`
+	// Sig, in secure mode, signs the rest with the worker's key
+	// (SignPresence); a collector of a secure job counts a presence message
+	// only when it is signed and newer than the last one it counted.
+	Sig string `json:"sig,omitempty"`
+}
+
+// presenceText is what a presence message's signature covers: a text no
+// entry's JSON can be, so that neither signature stands for the other.
+func presenceText(p Presence) []byte {
+	b := append([]byte("picluster presence v1\x00"), p.Worker...)
+	b = append(append(b, 0), p.Status...)
+	return strconv.AppendInt(append(b, 0), p.At.UnixNano(), 10)
+}
+
+// SignPresence returns p signed with key, its worker's key.
+func SignPresence(key []byte, p Presence) Presence {
+	p.Sig = Sign(key, presenceText(p))
+	return p
+}
+
+// PresenceSigned reports whether p is signed with key.
+func PresenceSigned(key []byte, p Presence) bool {
+	return p.Sig != "" && SignatureOK(key, presenceText(p), p.Sig)
 }
 
 // EncodePresence returns p as JSON.
@@ -37,7 +62,7 @@ func DecodePresence(b []byte) (Presence, error) {
 	if len(b) > MaxSize {
 		return p, reject(Oversized, "%d bytes", len(b))
 	}
-	w, err := members(b, "worker", "status", "at")
+	w, err := members(b, "worker", "status", "at", "sig")
 	if err != nil {
 		return p, err
 	}
@@ -51,6 +76,11 @@ func DecodePresence(b []byte) (Presence, error) {
 	if v := w.get("at"); v != nil {
 		if err := json.Unmarshal(v, &p.At); err != nil {
 			return p, reject(BadField, "presence at %s", show(v))
+		}
+	}
+	if v := w.get("sig"); v != nil {
+		if p.Sig, ok = str(v); !ok || len(p.Sig) > 2*sha256.Size {
+			return p, reject(BadField, "presence sig %s", show(v))
 		}
 	}
 	return p, nil
