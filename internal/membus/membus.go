@@ -194,6 +194,26 @@ func (b *Bus) TrimLedgers(_ context.Context, minIDs map[string]string) error {
 	return nil
 }
 
+// DeleteEntries removes the entries ids names, by worker, from the
+// workers' streams.
+func (b *Bus) DeleteEntries(_ context.Context, ids map[string][]string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for w, del := range ids {
+		st := b.streams[w]
+		if st == nil {
+			continue
+		}
+		for i := len(st.ids) - 1; i >= 0; i-- {
+			if slices.Contains(del, st.ids[i].String()) {
+				st.entries = slices.Delete(st.entries, i, i+1)
+				st.ids = slices.Delete(st.ids, i, i+1)
+			}
+		}
+	}
+	return nil
+}
+
 // LedgerLen returns the number of entries worker's stream holds.
 func (b *Bus) LedgerLen(_ context.Context, worker string) (int64, error) {
 	b.mu.Lock()

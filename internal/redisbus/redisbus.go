@@ -266,6 +266,24 @@ func (b *Bus) TrimLedgers(ctx context.Context, minIDs map[string]string) error {
 	return nil
 }
 
+// DeleteEntries removes the entries ids names, by worker, from the
+// workers' streams: XDEL, in one pipeline.
+func (b *Bus) DeleteEntries(ctx context.Context, ids map[string][]string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for w, ids := range ids {
+			p.XDel(ctx, b.k.Ledger+w, ids...)
+		}
+		return nil
+	})
+	if err != nil {
+		return classify(fmt.Errorf("delete entries of %d streams of %s*: %w", len(ids), b.k.Ledger, err))
+	}
+	return nil
+}
+
 // LedgerLen returns the number of entries worker's stream holds.
 func (b *Bus) LedgerLen(ctx context.Context, worker string) (int64, error) {
 	n, err := b.rdb.XLen(ctx, b.k.Ledger+worker).Result()
