@@ -2,7 +2,6 @@ package collector
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -41,6 +40,9 @@ type Bus interface {
 	// TrimLedgers removes from each worker's stream the entries before its
 	// minimum ID.
 	TrimLedgers(ctx context.Context, minIDs map[string]string) error
+	// DeleteEntries removes entries, by worker and ID, from the workers'
+	// streams.
+	DeleteEntries(ctx context.Context, ids map[string][]string) error
 	// Time returns the bus's clock as a ledger position: every entry
 	// appended later has a later ID.
 	Time(ctx context.Context) (string, error)
@@ -101,6 +103,11 @@ type Config struct {
 	// AnonMaxN is the most samples one anonymous report may carry (open
 	// mode). Default 2³².
 	AnonMaxN uint64
+	// AnonShare is the largest share of N that anonymous reports may hold
+	// (open mode): a report that would pass it is refused (anon_share).
+	// Default DefaultAnonShare; 1 lifts the bound, which a job of only
+	// anonymous (seed-style) workers needs.
+	AnonShare float64
 	// MaxWorkers bounds the workers a job credits: entries of further
 	// workers are refused (too_many_workers). The collector reads at most
 	// 2·MaxWorkers streams of the ledger, those credited and as many that
@@ -165,6 +172,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--max-n %d: at most %d", c.MaxN, uint64(wire.MaxEntryN))
 	case !(c.VerifyFraction >= 0 && c.VerifyFraction <= 1):
 		return fmt.Errorf("--verify-fraction %v: want 0 … 1", c.VerifyFraction)
+	case !(c.AnonShare >= 0 && c.AnonShare <= 1):
+		return fmt.Errorf("--anon-share %v: want 0 … 1", c.AnonShare)
 	case !(c.MaxUnverified >= 0 && c.MaxUnverified <= 1):
 		return fmt.Errorf("max unverified %v: want 0 … 1", c.MaxUnverified)
 	case c.Key != nil && len(c.Key) < wire.MinKeyLen:
@@ -202,6 +211,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AnonMaxN == 0 {
 		c.AnonMaxN = 1 << 32
+	}
+	if c.AnonShare == 0 {
+		c.AnonShare = DefaultAnonShare
 	}
 	if c.MaxWorkers == 0 {
 		c.MaxWorkers = 1_000_000
@@ -285,6 +297,8 @@ type Collector struct {
 	bye      chan struct{} // poked on every goodbye
 	loaded   chan struct{} // closed once the job is loaded
 	bell     *bell         // the streams with news, from the channel
+	fillBell chan struct{} // poked when a fill is queued (fill.go)
+	filled   chan struct{} // poked when a fill is drawn
 	swept    time.Duration // how long the last sweep of Run's reader took
 	// registered is when this collector last recorded its mark among the
 	// readers, or loaded the checkpoint (by this host's clock), registeredAt
@@ -307,7 +321,7 @@ func New(bus Bus, cfg Config) (*Collector, error) {
 	c := &Collector{cfg: cfg, bus: bus, log: cfg.Logger, pool: newPool(), dirty: make(map[string]bool),
 		rejected: make(map[wire.Reason]uint64), logged: make(map[string]bool), started: cfg.Now(),
 		bye: make(chan struct{}, 1), loaded: make(chan struct{}),
-		refused: make(map[string]bool), bell: newBell()}
+		refused: make(map[string]bool), bell: newBell(), fillBell: make(chan struct{}, 1), filled: make(chan struct{}, 1)}
 	c.ver = newVerifier(c)
 	c.history.se = c.stdErr // called under c.mu, as history.add is
 	return c, nil
@@ -359,6 +373,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	close(c.loaded)
 	wg.Go(func() { c.ver.run(runCtx) })
+	wg.Go(func() { c.fillLoop(runCtx) })
 	wg.Go(func() { c.tend(runCtx, cancel) })
 
 	err := c.read(runCtx)
@@ -389,7 +404,7 @@ func (c *Collector) finalRead(ctx context.Context) error {
 	c.mu.Unlock()
 	syncCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
 	defer cancel()
-	n, err := c.catchUp(syncCtx)
+	n, err := c.settle(syncCtx)
 	if err != nil {
 		return c.staleErr(err)
 	}
@@ -523,7 +538,7 @@ func (c *Collector) load(ctx context.Context) error {
 	old := c.pool
 	c.pool = newPool()
 	c.pool.anon, c.pool.total = old.anon, old.anon
-	c.pool.anonBatches, c.pool.quarantined, c.pool.seen, c.pool.left = old.anonBatches, old.quarantined, old.seen, old.left
+	c.pool.anonBatches, c.pool.quarantined, c.pool.seen, c.pool.left, c.pool.said = old.anonBatches, old.quarantined, old.seen, old.left, old.said
 	if job := string(cp[checkpointJob]); job != "" && job != c.job.Job {
 		c.log.Warn("the checkpoint is of another job: reading the ledger from its start", "checkpoint_job", job, "job", c.job.Job)
 		clear(cp)
@@ -542,7 +557,7 @@ func (c *Collector) load(ctx context.Context) error {
 		}
 		c.pool.workers[w] = &cr
 		c.pool.cursor[w] = cr.Pos
-		c.pool.batches = sat(c.pool.batches, cr.Entries)
+		c.pool.batches = sat(c.pool.batches, sat(cr.Entries, cr.Gaps))
 		c.pool.gaps = sat(c.pool.gaps, cr.Gaps)
 		if _, q := c.pool.quarantined[w]; !q {
 			c.pool.total = c.pool.total.Add(mcpi.TallyOf(cr.TotalN, cr.TotalHits))
@@ -811,6 +826,9 @@ func (c *Collector) refuse(worker string) {
 }
 
 // creditAll credits entries in order and reports whether the pool changed.
+// An entry after seqs its worker skipped waits, unread, while they are
+// drawn (fill.go). Entries refused for their size or shape are deleted
+// from the ledger at once.
 func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 	if len(entries) == 0 {
 		return false
@@ -818,10 +836,14 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 	now := c.cfg.Now()
 	c.mu.Lock()
 	changed := false
-	var gapped []string
+	var junk map[string][]string
 	for _, le := range entries {
-		if _, tracked := c.pool.cursor[le.Worker]; !tracked && c.full() {
+		if _, tracked := c.pool.cursor[le.Worker]; !tracked && c.full() || c.pool.filling[le.Worker] {
 			continue
+		}
+		e, err := c.check(le)
+		if err == nil && c.gapFill(e) {
+			continue // read again once the gap is drawn
 		}
 		c.pool.cursor[le.Worker] = le.ID
 		if _, ok := c.pool.moved[le.Worker]; !ok {
@@ -830,24 +852,20 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 		if len(le.Payload) > wire.MaxSize {
 			c.pool.bulky[le.Worker] = true // read carefully from now on
 		}
-		e, err := c.check(le)
 		if err != nil {
-			c.reject(err, cmp.Or(e.Worker, "ledger entry "+le.ID+" of "+le.Worker))
-			continue
-		}
-		e.Worker = le.Worker // equal (check), and the string the maps above hold
-		w := c.pool.credit(e, le.ID, now)
-		c.dirty[e.Worker] = true
-		changed = true
-		if w.Gaps > MaxGaps {
-			rec := wire.QuarantineRecord{Reason: "gaps", Seq: e.Seq, Job: c.job.Job, By: c.cfg.Name, At: now.UTC().Format(time.RFC3339)}
-			if c.pool.quarantine(e.Worker, rec) {
-				gapped = append(gapped, e.Worker)
-				c.log.Error("worker quarantined: more seqs missing between its entries than a lossless ledger explains (selective reporting, or its entries destroyed in Redis)",
-					"worker", e.Worker, "gaps", w.Gaps, "max", MaxGaps)
+			c.reject(err, le.Worker) // the stream's owner: one log line per reason however many entries
+			if malformed(err) {
+				if junk == nil {
+					junk = make(map[string][]string)
+				}
+				junk[le.Worker] = append(junk[le.Worker], le.ID)
 			}
 			continue
 		}
+		e.Worker = le.Worker // equal (check), and the string the maps above hold
+		c.pool.credit(e, le.ID, now)
+		c.dirty[e.Worker] = true
+		changed = true
 		if p, ok := c.ver.choose(e, c.pool); ok {
 			c.ver.enqueue(p) // under c.mu: a Summary never shows an entry credited but not yet queued
 		}
@@ -855,24 +873,30 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 	if changed {
 		c.history.add(c.pool.total, now)
 	}
-	recs := make(map[string]wire.QuarantineRecord, len(gapped))
-	for _, id := range gapped {
-		recs[id] = c.pool.quarantined[id]
-	}
 	c.mu.Unlock()
-	for id, rec := range recs {
-		c.ver.persist(context.Background(), id, rec)
+	if junk != nil {
+		if err := c.bus.DeleteEntries(context.Background(), junk); err != nil {
+			c.log.Warn("deleting refused entries failed; the trim removes them later", "err", err)
+		}
 	}
 	return changed
 }
 
-// MaxGaps is how many seqs may be missing between the entries credited to a
-// worker before it is quarantined. An honest worker appends every seq in
-// order, so its entries go missing only when Redis loses acknowledged
-// writes or someone trims the ledger; a worker that skips seqs to drop
-// unlucky batches would bias the estimate with entries that all replay
-// exactly.
-const MaxGaps = 64
+// malformed reports whether err refuses an entry for its size or shape:
+// such an entry is junk whatever the job's state, and is deleted at once.
+func malformed(err error) bool {
+	var e *wire.Error
+	if !errors.As(err, &e) {
+		return true
+	}
+	switch e.Reason {
+	case wire.Oversized, wire.NotJSON, wire.NotEntry, wire.BadUTF8, wire.DuplicateKey, wire.FoldedKey,
+		wire.BadN, wire.BadPi, wire.BadHits, wire.HitsMismatch, wire.BadVersion, wire.BadWorker,
+		wire.BadField, wire.BadSeconds, wire.BadSeq, wire.BadSeed:
+		return true
+	}
+	return false
+}
 
 // check decides whether ledger entry le may be credited; c.mu is held.
 func (c *Collector) check(le wire.LedgerEntry) (wire.Entry, error) {
@@ -918,7 +942,16 @@ func (c *Collector) check(le wire.LedgerEntry) (wire.Entry, error) {
 		return fail(wire.Duplicate, "seq %d, worker %q is at %d", e.Seq, e.Worker, w.Seq)
 	case e.N != w.N:
 		return fail(wire.NChanged, "n %d, worker %q draws %d", e.N, e.Worker, w.N)
-	case w.TotalN > math.MaxUint64-e.N:
+	}
+	var last, drawn uint64
+	if w != nil {
+		last, drawn = w.Seq, w.Gaps
+	}
+	if gap := e.Seq - last - 1; gap > MaxGaps-min(drawn, MaxGaps) {
+		return fail(wire.ImplausibleSeq, "seq %d of %q: %d seqs past its last (%d), and the collector draws at most %d skipped seqs per worker (%d drawn already)",
+			e.Seq, e.Worker, gap, last, MaxGaps, drawn)
+	}
+	if w != nil && w.TotalN > math.MaxUint64-(e.Seq-last)*e.N { // ≤ (MaxGaps+1)·MaxEntryN: no overflow
 		return fail(wire.TooLarge, "worker %q would pass 2⁶⁴ samples", e.Worker)
 	}
 	return e, nil
@@ -1025,6 +1058,8 @@ func (c *Collector) handle(payload []byte) (changed bool) {
 		err = &wire.Error{Reason: wire.WrongEstimator, Detail: "an anonymous batch is plain Monte Carlo; this job is stratified"}
 	case r.N > c.cfg.AnonMaxN:
 		err = &wire.Error{Reason: wire.TooLarge, Detail: fmt.Sprintf("anonymous n %d above the cap %d", r.N, c.cfg.AnonMaxN)}
+	default:
+		err = c.anonFits(mcpi.TallyOf(r.N, r.Hits))
 	}
 	if err != nil {
 		c.reject(err, claimedSender(r.Worker, payload))
@@ -1038,17 +1073,43 @@ func (c *Collector) handle(payload []byte) (changed bool) {
 
 // HandlePresence records a worker's heartbeat or goodbye. Presence of ids
 // that have no credit is ignored, so it cannot grow memory; malformed
-// messages are counted with the rejected reports.
+// messages are counted with the rejected reports. In secure mode a message
+// counts only when signed with its worker's key and newer than the last
+// one counted (so a replayed heartbeat cannot undo a goodbye); one that is
+// not is refused as unauthenticated. In open mode presence is a hint
+// anyone can give.
 func (c *Collector) HandlePresence(payload []byte) {
 	p, err := wire.DecodePresence(payload)
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if err != nil {
 		c.reject(err, claimedSender(p.Worker, payload))
+		c.mu.Unlock()
 		return
 	}
-	if c.pool.workers[p.Worker] == nil {
+	credited := c.pool.workers[p.Worker] != nil
+	c.mu.Unlock()
+	if !credited {
 		return
+	}
+	if c.cfg.Key != nil && !wire.PresenceSigned(wire.WorkerKey(c.cfg.Key, p.Worker), p) { // outside the lock: two HMACs
+		err = &wire.Error{Reason: wire.Unauthenticated, Detail: fmt.Sprintf("a %s message for %q not signed with its key", p.Status, p.Worker)}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil && c.cfg.Key != nil {
+		if last, ok := c.pool.said[p.Worker]; ok && !p.At.After(last) {
+			err = &wire.Error{Reason: wire.Unauthenticated, Detail: fmt.Sprintf("a %s message for %q from %v, not after its last (%v): replayed", p.Status, p.Worker, p.At, last)}
+		}
+	}
+	if err != nil {
+		c.reject(err, "claimed "+p.Worker)
+		return
+	}
+	if c.pool.workers[p.Worker] == nil { // a reload meanwhile
+		return
+	}
+	if c.cfg.Key != nil {
+		c.pool.said[p.Worker] = p.At
 	}
 	c.pool.seen[p.Worker] = c.cfg.Now()
 	c.pool.left[p.Worker] = p.Status == wire.Left
@@ -1069,8 +1130,11 @@ func (c *Collector) targetReached() bool {
 		return false
 	}
 	c.mu.Lock()
-	t := c.pool.total
+	t, filling := c.pool.total, len(c.pool.filling)
 	c.mu.Unlock()
+	if filling > 0 { // the skipped seqs are part of the estimate
+		return false
+	}
 	n, fits := t.N.Uint64()
 	if fits && n < c.cfg.MinSamples {
 		return false

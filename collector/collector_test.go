@@ -82,15 +82,19 @@ func appendEntries(t testing.TB, bus *membus.Bus, key []byte, es ...wire.Entry) 
 
 func TestCreditsTheLedger(t *testing.T) {
 	bus := membus.New()
-	c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
+	c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9, AnonShare: 1})
 	st, _ := started(t, c, bus)
 	a1, a2, b5 := entry(st, "a", 1, 100, 0), entry(st, "a", 2, 100, 0), entry(st, "b", 5, 1000, 0)
+	var skipped uint64 // b's seqs 1 … 4, which the collector draws
+	for seq := uint64(1); seq < 5; seq++ {
+		skipped += entry(st, "b", seq, 1000, 0).Hits
+	}
 	wrongJob, wrongSeed := entry(st, "a", 3, 100, 0), entry(st, "a", 3, 100, 0)
 	wrongJob.Job = "0123456789abcdef"
 	wrongSeed.Seed = "0123456789abcdef"
 	appendEntries(t, bus, nil,
 		a1, a2, a2, // a duplicate
-		b5,                  // first seen at seq 5: four gaps
+		b5,                  // first seen at seq 5: four gaps, drawn by the collector
 		wrongJob, wrongSeed, // not this job's
 		entry(st, "a", 3, 200, 0), // n changed
 	)
@@ -103,14 +107,14 @@ func TestCreditsTheLedger(t *testing.T) {
 	want := map[string]uint64{"duplicate": 1, "wrong_job": 1, "wrong_seed": 1, "n_changed": 1, "not_json": 1, "v1_report": 1, "too_large": 1, "not_entry": 1}
 	waitFor(t, func() bool { return c.Summary().Rejected == 8 && c.Summary().Anonymous == 1 })
 	s := c.Summary()
-	if got, want := s.N, mcpi.CountOf(100+100+1000+1000); got != want {
+	if got, want := s.N, mcpi.CountOf(100+100+5*1000+1000); got != want {
 		t.Errorf("N = %v, want %v", got, want)
 	}
-	if got, want := s.Hits, mcpi.CountOf(a1.Hits+a2.Hits+b5.Hits+800); got != want {
+	if got, want := s.Hits, mcpi.CountOf(a1.Hits+a2.Hits+skipped+b5.Hits+800); got != want {
 		t.Errorf("Hits = %v, want %v", got, want)
 	}
-	if s.Workers != 2 || s.Batches != 4 || s.Duplicates != 1 || s.Anonymous != 1 || s.Gaps != 4 || s.AnonymousN != mcpi.CountOf(1000) {
-		t.Errorf("workers %d batches %d duplicates %d anonymous %d gaps %d anonymous_n %v; want 2, 4, 1, 1, 4, 1000",
+	if s.Workers != 2 || s.Batches != 8 || s.Duplicates != 1 || s.Anonymous != 1 || s.Gaps != 4 || s.AnonymousN != mcpi.CountOf(1000) {
+		t.Errorf("workers %d batches %d duplicates %d anonymous %d gaps %d anonymous_n %v; want 2, 8, 1, 1, 4, 1000",
 			s.Workers, s.Batches, s.Duplicates, s.Anonymous, s.Gaps, s.AnonymousN)
 	}
 	if fmt.Sprint(s.RejectedBy) != fmt.Sprint(want) {
@@ -263,7 +267,7 @@ func waitFor(t testing.TB, cond func() bool) {
 func TestConfigValidate(t *testing.T) {
 	for _, cfg := range []collector.Config{
 		{TargetSE: -1}, {TargetSE: math.NaN()}, {TargetSE: math.Inf(1)},
-		{VerifyFraction: 2}, {MaxN: wire.MaxEntryN + 1}, {Key: []byte("short")},
+		{VerifyFraction: 2}, {AnonShare: 2}, {AnonShare: math.NaN()}, {MaxN: wire.MaxEntryN + 1}, {Key: []byte("short")},
 		{ReaderTTL: -time.Minute}, {ReaderTTL: 7 * time.Second}, {CheckpointEvery: 2 * time.Minute}, // a TTL under four checkpoints
 	} {
 		if err := cfg.Validate(); err == nil {
@@ -273,7 +277,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestHistoryIsBoundedAndMonotone(t *testing.T) {
-	c := newCollector(t, membus.New(), collector.Config{})
+	c := newCollector(t, membus.New(), collector.Config{AnonShare: 1})
 	for range 3 * collector.MaxHistory {
 		c.Handle([]byte(`{"n": 100, "pi_approx": 3.12}`))
 	}
@@ -327,6 +331,46 @@ func TestPresence(t *testing.T) {
 		if w.ID == "leaves" && w.Status != "left" {
 			t.Errorf("after an entry credited after its goodbye, leaves is %s, want left", w.Status)
 		}
+	}
+}
+
+// In secure mode a heartbeat or goodbye counts only when signed with its
+// worker's key and newer than the last one counted: another worker's key,
+// no signature, or a replay of an older message is refused.
+func TestSecurePresence(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Unix(1_000_000, 0).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	bus := membus.New()
+	key := []byte("0123456789abcdef-job-key")
+	c := newCollector(t, bus, collector.Config{Key: key, Now: now, VerifyFraction: 1e-9})
+	st, _ := started(t, c, bus)
+	appendEntries(t, bus, key, entry(st, "w1", 1, 100, 0), entry(st, "w2", 1, 100, 0))
+	waitFor(t, func() bool { return c.Summary().Workers == 2 })
+	status := func() string { w, _ := c.Snapshot().Worker("w1"); return w.Status }
+	say := func(signer, status string, at time.Time) {
+		p := wire.Presence{Worker: "w1", Status: status, At: at}
+		if signer != "" {
+			p = wire.SignPresence(wire.WorkerKey(key, signer), p)
+		}
+		c.HandlePresence(wire.EncodePresence(p))
+		c.Rebuild()
+	}
+	t0 := now()
+	say("w2", wire.Left, t0) // w2's user says w1 left
+	say("", wire.Left, t0)   // unsigned
+	if got := status(); got != wire.Alive {
+		t.Fatalf("after a goodbye for w1 signed by w2 and an unsigned one, w1 is %s, want alive", got)
+	}
+	heartbeat := t0.Add(time.Second)
+	say("w1", wire.Alive, heartbeat)
+	say("w1", wire.Left, t0.Add(2*time.Second))
+	say("w1", wire.Alive, heartbeat) // a replay of the heartbeat
+	if got := status(); got != wire.Left {
+		t.Errorf("after w1's goodbye and a replay of its older heartbeat, w1 is %s, want left", got)
+	}
+	if got := c.Summary().RejectedBy["unauthenticated"]; got != 3 {
+		t.Errorf("unauthenticated %d, want 3", got)
 	}
 }
 
@@ -624,4 +668,52 @@ func TestRejectionsLoggedBySender(t *testing.T) {
 	if s := c.Summary(); s.RejectedBy["bad_n"] != 4 {
 		t.Errorf("bad_n counted %d times, want 4", s.RejectedBy["bad_n"])
 	}
+}
+
+// Entries refused for their size or shape are deleted from the ledger at
+// once, not left for the trim, and each sender's flood is logged once per
+// reason, whatever the number of entries.
+func TestJunkIsDeleted(t *testing.T) {
+	var logs syncBuffer
+	bus := membus.New()
+	c, err := collector.New(bus, collector.Config{VerifyFraction: 1e-9, LedgerWindow: time.Hour, Kernel: mcpi.Generic,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := started(t, c, bus)
+	ctx := context.Background()
+	big := []byte(`{"v":2,"worker":"mallory","pad":"` + strings.Repeat("x", 2*wire.MaxSize) + `"}`)
+	for range 5 {
+		_ = bus.Append(ctx, "mallory", []wire.Signed{{Payload: big}})
+		_ = bus.Append(ctx, "mallory", []wire.Signed{{Payload: []byte(`not json`)}})
+	}
+	appendEntries(t, bus, nil, entry(st, "mallory", 1, 100, 0))
+	waitFor(t, func() bool { return c.Summary().Workers == 1 })
+	waitFor(t, func() bool { n, _ := bus.LedgerLen(ctx, "mallory"); return n == 1 }) // the good entry stays for the window
+	s := c.Summary()
+	if s.RejectedBy["oversized"] != 5 || s.RejectedBy["not_json"] != 10 { // not_json: the ledger's, and the channel's copies
+		t.Errorf("rejected %v, want 5 oversized and 10 not_json", s.RejectedBy)
+	}
+	if got := strings.Count(logs.String(), `sender=mallory`); got != 2 {
+		t.Errorf("mallory's rejections logged %d times, want once per reason (2):\n%s", got, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a logger may write from any goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

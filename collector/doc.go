@@ -10,10 +10,15 @@
 // mark: every entry appended before it has been read. An entry is credited
 // when it fits the job (its own worker's stream, job id, seed, cap,
 // signature in secure mode, a seq above the worker's last, the worker's
-// entry size) and rejected otherwise, counted by reason and logged once per sender and
-// reason. The pooled tally is the exact sum of the credits of the workers
-// not quarantined plus the anonymous (seed-style) batches heard live on the
-// channel in open mode. Counts are 128-bit (mcpi.Count), so the pool never
+// entry size) and rejected otherwise, counted by reason and logged once per
+// sender (the stream's owner) and reason; an entry refused for its size or
+// shape is deleted from the ledger at once. The seqs a worker skipped
+// before an entry are drawn by the collector and credited to it, so that
+// withholding unlucky batches gains nothing (fill.go). The pooled tally is
+// the exact sum of the credits of the workers not quarantined plus the
+// anonymous (seed-style) batches heard live on the channel in open mode,
+// which are bounded in share and judged against the credited entries
+// (anon.go). Counts are 128-bit (mcpi.Count), so the pool never
 // overflows. Nothing is credited from what workers say about themselves but
 // their entries, and every entry can be replayed.
 //
@@ -29,8 +34,9 @@
 // every other, and two collectors reading one ledger agree exactly. verify.go describes the replay check and
 // the quarantine.
 //
-// Concurrency: Run owns five goroutines (the ledger reader, the channel
-// listener, the checkpointer, the verifier and the snapshot's tick), all
+// Concurrency: Run owns six goroutines (the ledger reader, the channel
+// listener, the checkpointer, the verifier, the drawer of skipped seqs and
+// the snapshot's tick), all
 // ended when it returns. Summary, Snapshot and History may be called from
 // any goroutine at any time. Views read Snapshot: one build per tick
 // (SnapshotInterval), outside the lock that crediting takes, shared by all
@@ -40,7 +46,9 @@
 // Summary also carries the cross-checks of the error bar (the SE implied by
 // the scatter of the accepted chunks of samples, a χ² homogeneity test across
 // workers), a per-worker table with z-scores, presence (alive, left,
-// vanished, from reports and heartbeats) and flags for implausible workers.
+// vanished, from reports and heartbeats; in secure mode a heartbeat or
+// goodbye counts only when signed with its worker's key and newer than the
+// last) and flags for implausible workers.
 // History keeps the estimate after every change of the pool, thinned to
 // MaxHistory points, for plots and dashboards.
 //
@@ -86,8 +94,9 @@
 //
 // # Flags, at a family-wise rate over workers and over time
 //
-// Worker i, with nᵢ samples, is compared with the rest of the pool (n_r
-// samples, anonymous batches included): z = (p̂ᵢ − p̂_r)/√(p̂q̂(1/nᵢ + 1/n_r)).
+// Worker i, with nᵢ samples, is compared with the rest of the credited
+// entries (n_r samples; anonymous batches are left out, so that junk cannot
+// get an honest worker flagged): z = (p̂ᵢ − p̂_r)/√(p̂q̂(1/nᵢ + 1/n_r)).
 // In information time I = 1/(pq(1/nᵢ + 1/n_r)) = m/(pq), with the effective
 // size m = nᵢn_r/(nᵢ + n_r), the score S = z·√I is, under homogeneity and as
 // both sides grow in any pattern, a Brownian motion (the canonical joint
@@ -173,7 +182,7 @@
 // # Stopping
 //
 // When Config.TargetSE is set and the pooled standard error reaches it (with
-// at least MinSamples, in a stratified job at least MinReplicates batches, and at most MaxUnverified of N waiting for replay),
+// at least MinSamples, in a stratified job at least MinReplicates batches, no skipped seq waiting to be drawn, and at most MaxUnverified of N waiting for replay),
 // Run writes the job state "done" and publishes a stop on the control
 // channel.
 // Then it waits, for at most Config.FinalGrace, until every credited worker
@@ -199,9 +208,10 @@
 // reset's new job wins), with the quarantine and, at the next checkpoint,
 // every worker's credit; workers sample on meanwhile. A collector started
 // afterwards loads that checkpoint and converges on the same N. What the
-// loss costs: the ledger entries appended before it and not yet credited
-// (at most about one read's worth), and the ledger window kept for picluster
-// verify. A collector started in the CheckpointEvery before the state is
+// loss costs: the ledger window kept for picluster verify, and a worker's
+// entries appended before it and not yet credited (at most about one read's
+// worth) when the worker appends nothing after it; when it appends on, they
+// are seqs it skipped, and the collector draws them (up to MaxGaps). A collector started in the CheckpointEvery before the state is
 // written again makes a new job instead.
 //
 // Summary may be called from any goroutine at any time; it is how views

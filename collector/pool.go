@@ -34,6 +34,15 @@ type pool struct {
 	moved map[string]string
 	// bulky are the streams that held an entry over wire.MaxSize bytes.
 	bulky map[string]bool
+	// fills are the runs of seqs that workers skipped, waiting to be drawn
+	// by the collector (fill.go), oldest first; filling the workers with
+	// one waiting or being drawn, whose streams are not read meanwhile. At
+	// most one fill per worker, so both are bounded by the streams tracked.
+	fills   []fill
+	filling map[string]bool
+	// said is the time of the last presence message counted for each
+	// credited worker (secure mode): an older or replayed one is not.
+	said map[string]time.Time
 	// touched are the workers whose credit, presence or quarantine changed
 	// since the last snapshot copied them (snapshot.go): every change of
 	// workers, seen, left or quarantined of a worker must touch it.
@@ -42,7 +51,7 @@ type pool struct {
 
 func newPool() *pool {
 	return &pool{workers: make(map[string]*wire.Credit), quarantined: make(map[string]wire.QuarantineRecord),
-		seen: make(map[string]time.Time), left: make(map[string]bool), cursor: make(map[string]string), moved: make(map[string]string), bulky: make(map[string]bool),
+		seen: make(map[string]time.Time), left: make(map[string]bool), filling: make(map[string]bool), said: make(map[string]time.Time), cursor: make(map[string]string), moved: make(map[string]string), bulky: make(map[string]bool),
 		touched: make(map[string]struct{})}
 }
 
@@ -50,29 +59,36 @@ func newPool() *pool {
 func (p *pool) touch(worker string) { p.touched[worker] = struct{}{} }
 
 // credit adds one entry, checked already and at position pos of its
-// worker's stream, to the worker's credit, which it returns.
+// worker's stream, to the worker's credit, which it returns. The entry's
+// seq follows the worker's last (the seqs it skipped are filled first).
 func (p *pool) credit(e wire.Entry, pos string, now time.Time) *wire.Credit {
-	w := p.workers[e.Worker]
-	if w == nil {
-		w = &wire.Credit{}
-		p.workers[e.Worker] = w
-	}
-	p.gaps = sat(p.gaps, e.Seq-w.Seq-1)
-	w.Gaps = sat(w.Gaps, e.Seq-w.Seq-1)
-	w.Seq, w.N = e.Seq, e.N
-	w.TotalN += e.N
-	w.TotalHits += e.Hits
+	w := p.batch(e.Worker, e.Seq, e.N, e.Hits, e.Cells != 0)
 	w.Entries++
 	w.Kernel, w.Seconds, w.Pos = e.Kernel, e.Seconds, pos
-	if e.Cells != 0 { // checked: the job is stratified
-		w.DevSq += p.strat.add(e.N, e.Hits)
-	}
-	p.total = p.total.Add(mcpi.TallyOf(e.N, e.Hits))
-	p.disp.add(e.N, e.Hits)
-	p.batches = sat(p.batches, 1)
 	p.accepted = sat(p.accepted, 1)
 	p.seen[e.Worker] = now
-	p.touch(e.Worker)
+	return w
+}
+
+// batch adds batch seq of worker, n samples with hits, to its credit: an
+// entry's, or one the collector drew for a seq the worker skipped (a gap).
+// stratified says the job is.
+func (p *pool) batch(worker string, seq, n, hits uint64, stratified bool) *wire.Credit {
+	w := p.workers[worker]
+	if w == nil {
+		w = &wire.Credit{}
+		p.workers[worker] = w
+	}
+	w.Seq, w.N = seq, n
+	w.TotalN += n
+	w.TotalHits += hits
+	if stratified {
+		w.DevSq += p.strat.add(n, hits)
+	}
+	p.total = p.total.Add(mcpi.TallyOf(n, hits))
+	p.disp.add(n, hits)
+	p.batches = sat(p.batches, 1)
+	p.touch(worker)
 	return w
 }
 

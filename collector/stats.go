@@ -117,7 +117,8 @@ type WorkerStats struct {
 	Seq uint64 `json:"seq"`
 	// Entries is the ledger entries credited.
 	Entries uint64 `json:"entries"`
-	// Gaps is the seqs missing between them.
+	// Gaps is the seqs it skipped between them, which the collector drew
+	// and credited to it.
 	Gaps uint64 `json:"gaps"`
 	// Verified is the entries replayed and found exact.
 	Verified uint64 `json:"verified"`

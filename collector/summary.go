@@ -52,8 +52,9 @@ type Summary struct {
 	AnonymousN mcpi.Count `json:"anonymous_n"`
 	// Workers is how many workers have entries credited, quarantined ones not counted.
 	Workers int `json:"workers"`
-	// Batches is the ledger entries credited over the whole job (from the
-	// checkpoint and since) plus the anonymous batches.
+	// Batches is the batches credited over the whole job (from the
+	// checkpoint and since): the ledger entries, the seqs workers skipped
+	// (Gaps), and the anonymous batches.
 	Batches uint64 `json:"batches"`
 	// Anonymous is the anonymous batches counted by this collector: reports
 	// with only n and pi_approx, which name no worker.
@@ -67,7 +68,9 @@ type Summary struct {
 	RejectedBy map[string]uint64 `json:"rejected_by"`
 	// Duplicates is the entries refused because their worker's seq was credited already.
 	Duplicates uint64 `json:"duplicates"`
-	// Gaps is the seqs missing between the entries credited to a worker, over all workers.
+	// Gaps is the seqs workers skipped between their entries, over all
+	// workers: the collector drew each (a batch is a function of its key)
+	// and credited it to its worker, so withholding a batch changes nothing.
 	Gaps uint64 `json:"gaps"`
 	// LedgerPos is the mark credited up to: every entry appended to the
 	// ledger before it (a Redis stream ID, by the server's clock) is counted.
@@ -173,7 +176,7 @@ func (c *Collector) build() *Snapshot {
 	}
 	s.Bias, s.Seconds = mcpi.PiBias, Float(secs)
 
-	tab := c.snaps.table.freeze(now, t, &s)
+	tab := c.snaps.table.freeze(now, t.Sub(anon), &s) // workers are judged against the credited entries only
 	dse, binom := disp.stdErr()
 	s.Checks.Chunks = int(disp.m)
 	s.Checks.EffectiveChunks = Float(disp.effective())

@@ -162,20 +162,50 @@ func TestDominantFakerIsCaught(t *testing.T) {
 	}
 }
 
-// A worker that skips more than MaxGaps seqs (dropping unlucky batches; each
-// entry it keeps replays exactly) is quarantined for its gaps.
-func TestGapsQuarantine(t *testing.T) {
+// A worker that skips seqs (dropping its unlucky batches; each entry it
+// keeps replays exactly) gains nothing: the collector draws the skipped
+// seqs and credits them, so the pool is what every batch up to its last
+// entry gives, and it is not quarantined.
+func TestSkippedSeqsAreDrawn(t *testing.T) {
 	bus := membus.New()
 	c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
 	st, _ := started(t, c, bus)
 	var es []wire.Entry
-	for seq := uint64(1); seq <= 3*collector.MaxGaps; seq += 3 { // two of every three seqs skipped
-		es = append(es, entry(st, "picky", seq, 100, 0))
+	var want wire.Credit
+	const last = 88 // seqs 1, 4, …, 88: 30 entries, 58 seqs skipped
+	for seq := uint64(1); seq <= last; seq++ {
+		e := entry(st, "picky", seq, 100, 0)
+		want.TotalN += e.N
+		want.TotalHits += e.Hits
+		if seq%3 == 1 {
+			es = append(es, e)
+		}
 	}
 	appendEntries(t, bus, nil, append(es, entry(st, "honest", 1, 100, 0), entry(st, "honest", 2, 100, 0))...)
-	waitFor(t, func() bool { return len(c.Summary().Quarantined) == 1 && c.Summary().Workers == 1 })
+	honest := entry(st, "honest", 1, 100, 0).Hits + entry(st, "honest", 2, 100, 0).Hits
+	waitFor(t, func() bool { w, ok := c.Snapshot().Worker("picky"); return ok && w.Seq == last })
 	s := c.Summary()
-	if q := s.Quarantined[0]; q.Worker != "picky" || q.Reason != "gaps" || s.N != mcpi.CountOf(200) {
-		t.Errorf("quarantined %+v, N %v; want picky for its gaps and honest's 200 samples", s.Quarantined, s.N)
+	if len(s.Quarantined) != 0 || s.Gaps != last-30 || s.N != mcpi.CountOf(want.TotalN+200) || s.Hits != mcpi.CountOf(want.TotalHits+honest) {
+		t.Errorf("quarantined %v, gaps %d, N %v hits %v; want none, %d, and every batch of picky's: N %d hits %d",
+			s.Quarantined, s.Gaps, s.N, s.Hits, last-30, want.TotalN+200, want.TotalHits+honest)
+	}
+}
+
+// A seq far past a worker's last is refused by name, and nothing else
+// happens: its owner goes on and is not quarantined. So is a gap past what
+// the collector draws for one worker (MaxGaps).
+func TestImplausibleSeq(t *testing.T) {
+	bus := membus.New()
+	c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
+	st, _ := started(t, c, bus)
+	appendEntries(t, bus, nil, entry(st, "w", 1, 100, 0), entry(st, "w", 2, 100, 0),
+		entry(st, "w", 1_000_002, 100, 0), // someone's entry in w's stream (open mode), or a bug
+		entry(st, "w", 3, 100, 0), entry(st, "w", 3+collector.MaxGaps, 100, 0),
+		entry(st, "w", 6+collector.MaxGaps, 100, 0)) // two seqs skipped, one more than the budget has left
+	waitFor(t, func() bool { return c.Summary().RejectedBy["implausible_seq"] == 2 })
+	waitFor(t, func() bool { w, ok := c.Snapshot().Worker("w"); return ok && w.Seq == 3+collector.MaxGaps })
+	s := c.Summary()
+	if len(s.Quarantined) != 0 || s.Gaps != collector.MaxGaps-1 || s.Workers != 1 {
+		t.Errorf("quarantined %v, gaps %d, workers %d; want none, %d, 1", s.Quarantined, s.Gaps, s.Workers, collector.MaxGaps-1)
 	}
 }

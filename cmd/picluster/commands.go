@@ -57,6 +57,7 @@ type collectorFlags struct {
 	verify       float64
 	maxN         uint64
 	maxWorkers   int
+	anonShare    float64
 	targetSE     float64
 	targetDigits int
 	json         bool
@@ -80,6 +81,7 @@ func (f *collectorFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.seed, "seed", "", "64-bit `seed` of a new job, decimal or 0x-hex (default: random); with a worker's id and batch number it makes every batch replayable")
 	fs.Float64Var(&f.verify, "verify-fraction", 0.01, "share of the samples replayed to check them (`fraction`, 0 … 1); improbable entries are always replayed")
 	fs.Uint64Var(&f.maxN, "max-n", 0, "most `samples` one ledger entry of a new job may carry (default 2³²)")
+	fs.Float64Var(&f.anonShare, "anon-share", collector.DefaultAnonShare, "open mode: the largest `share` of N that anonymous (seed-style) reports may hold, 0 … 1; 1 lifts the bound, which a job of only anonymous workers needs")
 	fs.IntVar(&f.maxWorkers, "max-workers", 1_000_000, "most `workers` a job tracks; entries of further ids are refused (too_many_workers)")
 	fs.StringVar(&f.estimator, "estimator", "mc", "`estimator` of a new job: mc (plain hit-or-miss) or stratified (one point in each of K×K cells a batch; the error bar from the batches' scatter)")
 	fs.Uint64Var(&f.cells, "cells", 0, "with --estimator stratified, `K`: a power of two from 128 to 65536; every batch is K² points (default 32768)")
@@ -111,9 +113,13 @@ func (f *collectorFlags) config(c common, jobKey []byte, log *slog.Logger) (coll
 		return collector.Config{}, badFlag("--interval %v: want a duration > 0, like 1s", f.interval)
 	}
 	cfg := collector.Config{Channel: c.channel, TargetSE: se, Reset: f.reset, Key: jobKey,
-		VerifyFraction: f.verify, MaxN: f.maxN, MaxWorkers: f.maxWorkers, Logger: log, Estimator: f.estimator, Cells: f.cells}
+		VerifyFraction: f.verify, MaxN: f.maxN, MaxWorkers: f.maxWorkers, Logger: log, Estimator: f.estimator, Cells: f.cells,
+		AnonShare: f.anonShare}
 	if f.verify == 0 {
 		cfg.VerifyFraction = 1e-300 // 0 means the default to Config; the flag means none by lot
+	}
+	if f.anonShare == 0 {
+		cfg.AnonShare = 1e-300 // none: 0 means the default to Config
 	}
 	if f.seed != "" {
 		s, err := strconv.ParseUint(f.seed, 0, 64)

@@ -41,7 +41,8 @@ func TestPythonPeers(t *testing.T) {
 	py := pythonWithRedis(t)
 	srv := redistest.Start(t)
 	examples := filepath.Join("..", "..", "examples", "python")
-	col := start(t, "collector", "--redis", srv.URL(), "--json", "--interval", "100ms")
+	// Only anonymous workers at first: --anon-share 1 lets them hold all of N.
+	col := start(t, "collector", "--redis", srv.URL(), "--json", "--interval", "100ms", "--anon-share", "1")
 	col.waitOutput(t, "job loaded from the ledger", 20*time.Second)
 
 	out, err := exec.Command(py, filepath.Join(examples, "worker.py"), "--redis", srv.URL(),

@@ -1,0 +1,169 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/picluster/picluster/internal/wire"
+)
+
+// Gaps. A batch is a pure function of (seed, worker, seq, n), so a seq that
+// a worker skipped is not unknown: the collector draws it. When the next
+// entry a worker appends is not its last seq plus one, the entry waits (its
+// stream is not read on) while the collector draws the seqs between, with
+// the worker's n, and credits them to the worker; then the entry is read
+// again and credited in order. Withholding batches therefore gains a worker
+// nothing: every seq up to the last it appended counts, with the hits its
+// batch has, whichever it chose to append. An honest gap (Redis lost
+// acknowledged appends in a failover, or the ledger was trimmed past a
+// collector that was away) is filled with the very batches that were lost,
+// and quarantines no one.
+//
+// What is drawn is bounded: at most MaxGaps seqs per worker over the job,
+// each at most the job's cap on n. An entry whose gap would pass that is
+// refused as implausible_seq (a seq 10⁶ past the last, say), which changes
+// nothing else: the stream's owner is not quarantined, and its next entry in
+// order is credited as usual.
+//
+// What silence can still do: a worker may stop appending for good at a
+// moment it likes (the batches after its last entry are not drawn, since
+// no one knows how many there were). That is one optional stop of one
+// random walk: it moves π̂ by about √(s) standard errors at most in
+// expectation, s the worker's share of N (0.8·√s for the best stopping time
+// of a Brownian path), and the worker's samples after that stop are lost to
+// the job. README.md says so.
+
+// MaxGaps is how many skipped seqs the collector draws for one worker over
+// the job: a gap that would pass it is refused (implausible_seq).
+const MaxGaps = 64
+
+// fill is a run of seqs that a worker skipped: from … to, n samples each,
+// found in pool p (a reload makes a new pool, and the fill is dropped).
+type fill struct {
+	worker   string
+	from, to uint64
+	n        uint64
+}
+
+// gapFill queues the seqs before entry e that its worker skipped, and
+// reports whether there were any: then e waits for them. c.mu is held.
+func (c *Collector) gapFill(e wire.Entry) bool {
+	last := uint64(0)
+	if w := c.pool.workers[e.Worker]; w != nil {
+		last = w.Seq
+	}
+	if e.Seq <= last+1 {
+		return false
+	}
+	c.pool.fills = append(c.pool.fills, fill{worker: e.Worker, from: last + 1, to: e.Seq - 1, n: e.N})
+	c.pool.filling[e.Worker] = true
+	select {
+	case c.fillBell <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// fillLoop draws the queued fills until ctx is done.
+func (c *Collector) fillLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.fillBell:
+		}
+		for c.fillOne(ctx) {
+		}
+	}
+}
+
+// fillOne draws the oldest queued fill and credits it, outside c.mu; it
+// reports whether there was one.
+func (c *Collector) fillOne(ctx context.Context) bool {
+	c.mu.Lock()
+	if len(c.pool.fills) == 0 {
+		c.mu.Unlock()
+		return false
+	}
+	p, f := c.pool, c.pool.fills[0]
+	p.fills = p.fills[1:]
+	job, kernel := c.job, c.cfg.Kernel
+	c.mu.Unlock()
+
+	hits := make([]uint64, 0, f.to-f.from+1)
+	for seq := f.from; seq <= f.to; seq++ {
+		if ctx.Err() != nil {
+			c.mu.Lock()
+			if c.pool == p { // drawn again at the next read of the stream
+				delete(p.filling, f.worker)
+			}
+			c.mu.Unlock()
+			return false
+		}
+		h, _ := Replay(wire.Entry{Worker: f.worker, Seq: seq, N: f.n, Seed: job.Seed, Cells: job.Cells}, kernel)
+		hits = append(hits, h)
+	}
+
+	c.mu.Lock()
+	credited := c.pool == p
+	if credited {
+		delete(p.filling, f.worker)
+		_, q := p.quarantined[f.worker]
+		w := p.workers[f.worker]
+		switch {
+		case q: // quarantined meanwhile: its contribution is out
+			credited = false
+		case w == nil && f.from != 1, w != nil && w.Seq != f.from-1:
+			credited = false // cannot happen: the stream is not read while it fills
+		default:
+			for i, h := range hits {
+				p.batch(f.worker, f.from+uint64(i), f.n, h, job.Cells != 0)
+			}
+			w = p.workers[f.worker]
+			w.Gaps = sat(w.Gaps, uint64(len(hits)))
+			p.gaps = sat(p.gaps, uint64(len(hits)))
+			c.dirty[f.worker] = true
+			c.history.add(p.total, c.cfg.Now())
+		}
+	}
+	c.mu.Unlock()
+	select {
+	case c.filled <- struct{}{}:
+	default:
+	}
+	if credited {
+		c.log.Info("drew the seqs a worker skipped and credited them to it", "worker", f.worker,
+			"seqs", fmt.Sprintf("%d…%d", f.from, f.to), "n", f.n)
+	}
+	c.bell.poke(f.worker) // its stream is read on from the entry that waited
+	return true
+}
+
+// fillsPending reports whether seqs wait to be drawn.
+func (c *Collector) fillsPending() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pool.filling) > 0
+}
+
+// settle credits the ledger to its end with every gap in it drawn: a
+// catch-up, then the fills it found, until none is left or ctx is done.
+func (c *Collector) settle(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := c.catchUp(ctx)
+		total += n
+		if err != nil || !c.fillsPending() {
+			return total, err
+		}
+		if !c.fillOne(ctx) { // the fill loop draws it: wait for it
+			select {
+			case <-c.filled:
+			case <-ctx.Done():
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+	}
+}
