@@ -459,8 +459,8 @@ func TestTrimPointNeverGoesBack(t *testing.T) {
 // longer than ReaderTTL, reads on from the stale cursors of that sweep
 // before the next one finds the ledger trimmed past its mark. Entries were
 // trimmed that it had not read: it must not credit across the hole, nor
-// take the hole for a worker's gaps (more than MaxGaps quarantine the
-// worker, for every collector).
+// take the hole for a worker's gaps (a hole of more than MaxGaps is
+// refused as implausible_seq; it reloads, and reads the entry again).
 func TestReaderBackMidSweep(t *testing.T) {
 	j := newLagJob(t, "midsweep")
 	j.caughtUp(j.feed(20))
