@@ -409,6 +409,10 @@ func (c *Collector) finalRead(ctx context.Context) error {
 		return c.staleErr(err)
 	}
 	c.log.Info("final read of the ledger", "entries", n)
+	if seqs := c.gapsPending(); seqs > 0 {
+		c.log.Warn("skipped seqs not drawn in time: the summary leaves them out with the entries that wait for them (a collector started later draws them)",
+			"seqs", seqs, "within", bound)
+	}
 	c.checkpoint(syncCtx)
 	return nil
 }
@@ -786,16 +790,20 @@ func (c *Collector) readStreams(ctx context.Context, workers []string, hot bool)
 			}
 			total += len(entries)
 			c.creditAll(entries)
+			c.mu.Lock()
 			for i := 0; i < len(entries); {
 				j := i + 1
 				for j < len(entries) && entries[j].Worker == entries[i].Worker {
 					j++
 				}
-				if j-i >= r.count { // a full page: there may be more
-					workers = append(workers, entries[i].Worker)
+				// A full page: there may be more, unless the stream waits
+				// for a fill (it is read again when the fill is drawn).
+				if w := entries[i].Worker; j-i >= r.count && !c.pool.filling[w] {
+					workers = append(workers, w)
 				}
 				i = j
 			}
+			c.mu.Unlock()
 		}
 	}
 	return total, nil
@@ -1071,13 +1079,18 @@ func (c *Collector) handle(payload []byte) (changed bool) {
 	return true
 }
 
+// MaxPresenceAge is how old, by the collector's clock, a presence message
+// of a secure job may be: an older one is taken for a replay.
+const MaxPresenceAge = time.Minute
+
 // HandlePresence records a worker's heartbeat or goodbye. Presence of ids
 // that have no credit is ignored, so it cannot grow memory; malformed
 // messages are counted with the rejected reports. In secure mode a message
-// counts only when signed with its worker's key and newer than the last
-// one counted (so a replayed heartbeat cannot undo a goodbye); one that is
-// not is refused as unauthenticated. In open mode presence is a hint
-// anyone can give.
+// counts only when signed with its worker's key, of this job, at most
+// MaxPresenceAge old and newer than the last one counted (so a replayed
+// heartbeat cannot undo a goodbye, nor an old goodbye end a worker); one
+// that is not is refused as unauthenticated. In open mode presence is a
+// hint anyone can give.
 func (c *Collector) HandlePresence(payload []byte) {
 	p, err := wire.DecodePresence(payload)
 	c.mu.Lock()
@@ -1097,8 +1110,14 @@ func (c *Collector) HandlePresence(payload []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil && c.cfg.Key != nil {
-		if last, ok := c.pool.said[p.Worker]; ok && !p.At.After(last) {
+		last, said := c.pool.said[p.Worker]
+		switch now := c.cfg.Now(); {
+		case p.Job != c.job.Job:
+			err = &wire.Error{Reason: wire.Unauthenticated, Detail: fmt.Sprintf("a %s message for %q of job %q, not this job", p.Status, p.Worker, p.Job)}
+		case said && !p.At.After(last):
 			err = &wire.Error{Reason: wire.Unauthenticated, Detail: fmt.Sprintf("a %s message for %q from %v, not after its last (%v): replayed", p.Status, p.Worker, p.At, last)}
+		case p.At.Before(now.Add(-MaxPresenceAge)):
+			err = &wire.Error{Reason: wire.Unauthenticated, Detail: fmt.Sprintf("a %s message for %q from %v, more than %v old: replayed, or the clocks differ", p.Status, p.Worker, p.At, MaxPresenceAge)}
 		}
 	}
 	if err != nil {
@@ -1130,11 +1149,8 @@ func (c *Collector) targetReached() bool {
 		return false
 	}
 	c.mu.Lock()
-	t, filling := c.pool.total, len(c.pool.filling)
+	t := c.pool.total
 	c.mu.Unlock()
-	if filling > 0 { // the skipped seqs are part of the estimate
-		return false
-	}
 	n, fits := t.N.Uint64()
 	if fits && n < c.cfg.MinSamples {
 		return false

@@ -349,7 +349,7 @@ func TestSecurePresence(t *testing.T) {
 	waitFor(t, func() bool { return c.Summary().Workers == 2 })
 	status := func() string { w, _ := c.Snapshot().Worker("w1"); return w.Status }
 	say := func(signer, status string, at time.Time) {
-		p := wire.Presence{Worker: "w1", Status: status, At: at}
+		p := wire.Presence{Worker: "w1", Status: status, At: at, Job: st.Job}
 		if signer != "" {
 			p = wire.SignPresence(wire.WorkerKey(key, signer), p)
 		}
@@ -357,10 +357,13 @@ func TestSecurePresence(t *testing.T) {
 		c.Rebuild()
 	}
 	t0 := now()
-	say("w2", wire.Left, t0) // w2's user says w1 left
-	say("", wire.Left, t0)   // unsigned
+	say("w2", wire.Left, t0)                                                                 // w2's user says w1 left
+	say("", wire.Left, t0)                                                                   // unsigned
+	say("w1", wire.Left, t0.Add(-2*time.Minute))                                             // w1's own goodbye, of long ago
+	other := wire.Presence{Worker: "w1", Status: wire.Left, At: t0, Job: "0123456789abcdef"} // of another job
+	c.HandlePresence(wire.EncodePresence(wire.SignPresence(wire.WorkerKey(key, "w1"), other)))
 	if got := status(); got != wire.Alive {
-		t.Fatalf("after a goodbye for w1 signed by w2 and an unsigned one, w1 is %s, want alive", got)
+		t.Fatalf("after goodbyes for w1 signed by w2, unsigned, old, and of another job, w1 is %s, want alive", got)
 	}
 	heartbeat := t0.Add(time.Second)
 	say("w1", wire.Alive, heartbeat)
@@ -369,8 +372,8 @@ func TestSecurePresence(t *testing.T) {
 	if got := status(); got != wire.Left {
 		t.Errorf("after w1's goodbye and a replay of its older heartbeat, w1 is %s, want left", got)
 	}
-	if got := c.Summary().RejectedBy["unauthenticated"]; got != 3 {
-		t.Errorf("unauthenticated %d, want 3", got)
+	if got := c.Summary().RejectedBy["unauthenticated"]; got != 5 {
+		t.Errorf("unauthenticated %d, want 5", got)
 	}
 }
 

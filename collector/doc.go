@@ -182,7 +182,7 @@
 // # Stopping
 //
 // When Config.TargetSE is set and the pooled standard error reaches it (with
-// at least MinSamples, in a stratified job at least MinReplicates batches, no skipped seq waiting to be drawn, and at most MaxUnverified of N waiting for replay),
+// at least MinSamples, in a stratified job at least MinReplicates batches, at most MaxUnverified of N waiting for replay),
 // Run writes the job state "done" and publishes a stop on the control
 // channel.
 // Then it waits, for at most Config.FinalGrace, until every credited worker

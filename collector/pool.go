@@ -40,6 +40,7 @@ type pool struct {
 	// most one fill per worker, so both are bounded by the streams tracked.
 	fills   []fill
 	filling map[string]bool
+	drawing uint64 // the seqs of fills, queued or being drawn
 	// said is the time of the last presence message counted for each
 	// credited worker (secure mode): an older or replayed one is not.
 	said map[string]time.Time

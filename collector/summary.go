@@ -72,6 +72,9 @@ type Summary struct {
 	// workers: the collector drew each (a batch is a function of its key)
 	// and credited it to its worker, so withholding a batch changes nothing.
 	Gaps uint64 `json:"gaps"`
+	// GapsPending is the skipped seqs the collector has still to draw; the
+	// entries after them wait, uncredited, until they are.
+	GapsPending uint64 `json:"gaps_pending"`
 	// LedgerPos is the mark credited up to: every entry appended to the
 	// ledger before it (a Redis stream ID, by the server's clock) is counted.
 	LedgerPos string `json:"ledger_pos"`
@@ -152,7 +155,7 @@ func (c *Collector) build() *Snapshot {
 	s := Summary{
 		Channel: c.cfg.Channel, Job: c.job.Job, N: t.N, Hits: t.Hits, AnonymousN: anon.N,
 		Workers: len(p.workers) - len(p.quarantined), Batches: p.batches, Anonymous: p.anonBatches,
-		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: p.duplicates, Gaps: p.gaps,
+		RejectedBy: make(map[string]uint64, len(c.rejected)), Duplicates: p.duplicates, Gaps: p.gaps, GapsPending: p.drawing,
 		LedgerPos: p.mark, StoppedBy: c.stopped, Stale: c.stale, TargetSE: Float(c.cfg.TargetSE), Accepted: p.accepted,
 		Verification: ver,
 	}

@@ -7,8 +7,10 @@ import (
 	"math"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/picluster/picluster/collector"
+	"github.com/picluster/picluster/internal/faultbus"
 	"github.com/picluster/picluster/internal/membus"
 	"github.com/picluster/picluster/internal/wire"
 	"github.com/picluster/picluster/mcpi"
@@ -207,5 +209,35 @@ func TestImplausibleSeq(t *testing.T) {
 	s := c.Summary()
 	if len(s.Quarantined) != 0 || s.Gaps != collector.MaxGaps-1 || s.Workers != 1 {
 		t.Errorf("quarantined %v, gaps %d, workers %d; want none, %d, 1", s.Quarantined, s.Gaps, s.Workers, collector.MaxGaps-1)
+	}
+}
+
+// While the collector draws a worker's skipped seqs, the rest of the job
+// goes on: the mark moves (so checkpoints and trims go on), other workers
+// are credited, and the waiting stream is not read again and again.
+func TestFillDoesNotFreezeTheLedger(t *testing.T) {
+	bus := faultbus.New(membus.New())
+	c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9, SweepEvery: 20 * time.Millisecond})
+	st, _ := started(t, c, bus.Bus)
+	// 64 seqs of 2²⁴ samples to draw: a second or more on one core.
+	es := []wire.Entry{entry(st, "gappy", 1+collector.MaxGaps, 1<<24, 0)}
+	for seq := uint64(2 + collector.MaxGaps); seq < 2+collector.MaxGaps+40; seq++ {
+		es = append(es, wire.Entry{Job: st.Job, Worker: "gappy", Seq: seq, N: 1 << 24, Hits: 1, Seed: st.Seed, Kernel: "go", Seconds: 1})
+	}
+	appendEntries(t, bus.Bus, nil, es...)
+	waitFor(t, func() bool { return c.Summary().GapsPending == collector.MaxGaps })
+	mark, reads := c.Summary().LedgerPos, bus.Calls(faultbus.ReadLedge)
+	appendEntries(t, bus.Bus, nil, entry(st, "other", 1, 100, 0))
+	moved := false // the mark, while the fill is drawn
+	waitFor(t, func() bool {
+		s := c.Summary()
+		moved = moved || s.GapsPending > 0 && s.Workers == 1 && s.LedgerPos != mark
+		return moved || s.GapsPending == 0
+	})
+	if !moved {
+		t.Error("the mark did not move, nor was the other worker credited, while the fill was drawn")
+	}
+	if n := bus.Calls(faultbus.ReadLedge) - reads; n > 200 {
+		t.Errorf("%d reads of the ledger while one stream waited for its fill: it is read again and again", n)
 	}
 }

@@ -150,7 +150,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var pubErr, kaErr error
 	kaCtx, stopKeepalive := context.WithCancel(pubCtx)
 	defer stopKeepalive()
-	wg.Go(func() { kaErr = w.keepalive(kaCtx, token, stop, log) })
+	wg.Go(func() { kaErr = w.keepalive(kaCtx, j.state.Job, token, stop, log) })
 	wg.Go(func() { pubErr = w.publish(pubCtx, q, j.state.Job, stop, log); stopKeepalive() })
 
 	seq, total, err := w.sample(sampleCtx, j, q, log)
@@ -159,7 +159,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	wg.Wait()
 	flush.Stop()
 	byeCtx, cancelBye := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	w.presence(byeCtx, wire.Left) // after the last entry: a clean goodbye
+	w.presence(byeCtx, j.state.Job, wire.Left) // after the last entry: a clean goodbye
 	cancelBye()
 	pubErr = errors.Join(pubErr, kaErr)
 
@@ -475,7 +475,7 @@ func (w *Worker) takeLease(ctx context.Context, log *slog.Logger, token string) 
 // so meanwhile, and renews the lease on its id every LeaseTTL/3, until ctx
 // is done; apart from the publisher, so that neither waits for an append.
 // A lease lost, or a permanent error, stops sampling and is returned.
-func (w *Worker) keepalive(ctx context.Context, token string, stop context.CancelCauseFunc, log *slog.Logger) error {
+func (w *Worker) keepalive(ctx context.Context, job, token string, stop context.CancelCauseFunc, log *slog.Logger) error {
 	heartbeat := time.NewTicker(w.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	renew := time.NewTicker(w.cfg.LeaseTTL / 3)
@@ -486,7 +486,7 @@ func (w *Worker) keepalive(ctx context.Context, token string, stop context.Cance
 			return nil
 		case now := <-heartbeat.C:
 			if now.Sub(time.Unix(0, w.lastSaid.Load())) >= w.cfg.Heartbeat {
-				w.presence(ctx, wire.Alive)
+				w.presence(ctx, job, wire.Alive)
 			}
 		case <-renew.C:
 			if err := w.renewLease(ctx, token); err != nil {
@@ -513,12 +513,12 @@ func (w *Worker) renewLease(ctx context.Context, token string) error {
 	return nil
 }
 
-// presence publishes the worker's status, signed with its key in secure
-// mode; a lost heartbeat is harmless.
-func (w *Worker) presence(ctx context.Context, status string) {
+// presence publishes the worker's status in job, signed with its key in
+// secure mode; a lost heartbeat is harmless.
+func (w *Worker) presence(ctx context.Context, job, status string) {
 	now := time.Now()
 	w.lastSaid.Store(now.UnixNano())
-	p := wire.Presence{Worker: w.cfg.ID, Status: status, At: now}
+	p := wire.Presence{Worker: w.cfg.ID, Status: status, At: now, Job: job}
 	if w.cfg.Key != nil {
 		p = wire.SignPresence(w.cfg.Key, p)
 	}

@@ -24,6 +24,9 @@ type Presence struct {
 	Worker string    `json:"worker"`
 	Status string    `json:"status"`
 	At     time.Time `json:"at"`
+	// Job is the job the worker samples for (the job state's id); in secure
+	// mode it is signed, so a message of another job counts for none.
+	Job string `json:"job,omitempty"`
 	// Sig, in secure mode, signs the rest with the worker's key
 	// (SignPresence); a collector of a secure job counts a presence message
 	// only when it is signed and newer than the last one it counted.
@@ -33,7 +36,8 @@ type Presence struct {
 // presenceText is what a presence message's signature covers: a text no
 // entry's JSON can be, so that neither signature stands for the other.
 func presenceText(p Presence) []byte {
-	b := append([]byte("picluster presence v1\x00"), p.Worker...)
+	b := append([]byte("picluster presence v1\x00"), p.Job...)
+	b = append(append(b, 0), p.Worker...)
 	b = append(append(b, 0), p.Status...)
 	return strconv.AppendInt(append(b, 0), p.At.UnixNano(), 10)
 }
@@ -62,7 +66,7 @@ func DecodePresence(b []byte) (Presence, error) {
 	if len(b) > MaxSize {
 		return p, reject(Oversized, "%d bytes", len(b))
 	}
-	w, err := members(b, "worker", "status", "at", "sig")
+	w, err := members(b, "worker", "status", "at", "job", "sig")
 	if err != nil {
 		return p, err
 	}
@@ -76,6 +80,11 @@ func DecodePresence(b []byte) (Presence, error) {
 	if v := w.get("at"); v != nil {
 		if err := json.Unmarshal(v, &p.At); err != nil {
 			return p, reject(BadField, "presence at %s", show(v))
+		}
+	}
+	if v := w.get("job"); v != nil {
+		if p.Job, ok = str(v); !ok || !hex16(p.Job) {
+			return p, reject(BadField, "presence job %s", show(v))
 		}
 	}
 	if v := w.get("sig"); v != nil {
