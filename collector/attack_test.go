@@ -52,7 +52,8 @@ func newAttackJob(t *testing.T, key []byte) *attackJob {
 // start runs a collector of the job until stop or the test's end.
 func (j *attackJob) start() {
 	j.t.Helper()
-	j.col = newCollector(j.t, j.bus(), collector.Config{Key: j.key})
+	seed := uint64(0x19_2026_12_04) // the job's: fixed, so that every run draws the same batches
+	j.col = newCollector(j.t, j.bus(), collector.Config{Key: j.key, Seed: &seed})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- j.col.Run(ctx) }()
@@ -172,6 +173,11 @@ func TestWithholdingGainsNothing(t *testing.T) {
 			}
 			if len(s.Quarantined) != 0 || s.FlaggedCount != 0 || s.Gaps != uint64(skipped) {
 				t.Errorf("quarantined %v, flagged %v, gaps %d; want none, none and %d", s.Quarantined, s.Flagged, s.Gaps, skipped)
+			}
+			for _, id := range []string{"h1", "h2"} { // their goodbyes, signed in secure mode, counted
+				if w, _ := j.col.Snapshot().Worker(id); w.Status != wire.Left {
+					t.Errorf("%s, done and gone, is %s, want left", id, w.Status)
+				}
 			}
 		})
 		t.Run(mode.name+"/failover", func(t *testing.T) {

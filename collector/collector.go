@@ -686,7 +686,13 @@ func (c *Collector) sweep(ctx context.Context) error {
 		return err
 	}
 	c.mu.Lock()
-	if mark := start.String(); wire.Later(mark, c.pool.mark) {
+	mark := start.String()
+	for _, id := range c.pool.held { // an entry waiting for its fill is not credited yet: the mark stays at it
+		if wire.Later(mark, id) {
+			mark = id
+		}
+	}
+	if wire.Later(mark, c.pool.mark) {
 		c.pool.mark = mark
 	}
 	c.mu.Unlock()
@@ -789,7 +795,7 @@ func (c *Collector) readStreams(ctx context.Context, workers []string, hot bool)
 				return total, errAway
 			}
 			total += len(entries)
-			c.creditAll(entries)
+			c.creditAll(ctx, entries)
 			c.mu.Lock()
 			for i := 0; i < len(entries); {
 				j := i + 1
@@ -798,7 +804,7 @@ func (c *Collector) readStreams(ctx context.Context, workers []string, hot bool)
 				}
 				// A full page: there may be more, unless the stream waits
 				// for a fill (it is read again when the fill is drawn).
-				if w := entries[i].Worker; j-i >= r.count && !c.pool.filling[w] {
+				if w := entries[i].Worker; j-i >= r.count && c.pool.held[w] == "" {
 					workers = append(workers, w)
 				}
 				i = j
@@ -837,20 +843,20 @@ func (c *Collector) refuse(worker string) {
 // An entry after seqs its worker skipped waits, unread, while they are
 // drawn (fill.go). Entries refused for their size or shape are deleted
 // from the ledger at once.
-func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
+func (c *Collector) creditAll(ctx context.Context, entries []wire.LedgerEntry) bool {
 	if len(entries) == 0 {
 		return false
 	}
 	now := c.cfg.Now()
 	c.mu.Lock()
 	changed := false
-	var junk map[string][]string
+	var waste map[string][]string
 	for _, le := range entries {
-		if _, tracked := c.pool.cursor[le.Worker]; !tracked && c.full() || c.pool.filling[le.Worker] {
+		if _, tracked := c.pool.cursor[le.Worker]; !tracked && c.full() || c.pool.held[le.Worker] != "" {
 			continue
 		}
 		e, err := c.check(le)
-		if err == nil && c.gapFill(e) {
+		if err == nil && c.gapFill(e, le.ID) {
 			continue // read again once the gap is drawn
 		}
 		c.pool.cursor[le.Worker] = le.ID
@@ -862,11 +868,11 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 		}
 		if err != nil {
 			c.reject(err, le.Worker) // the stream's owner: one log line per reason however many entries
-			if malformed(err) {
-				if junk == nil {
-					junk = make(map[string][]string)
+			if junk(err) {
+				if waste == nil {
+					waste = make(map[string][]string)
 				}
-				junk[le.Worker] = append(junk[le.Worker], le.ID)
+				waste[le.Worker] = append(waste[le.Worker], le.ID)
 			}
 			continue
 		}
@@ -882,28 +888,21 @@ func (c *Collector) creditAll(entries []wire.LedgerEntry) bool {
 		c.history.add(c.pool.total, now)
 	}
 	c.mu.Unlock()
-	if junk != nil {
-		if err := c.bus.DeleteEntries(context.Background(), junk); err != nil {
+	if waste != nil {
+		if err := c.bus.DeleteEntries(ctx, waste); err != nil {
 			c.log.Warn("deleting refused entries failed; the trim removes them later", "err", err)
 		}
 	}
 	return changed
 }
 
-// malformed reports whether err refuses an entry for its size or shape:
-// such an entry is junk whatever the job's state, and is deleted at once.
-func malformed(err error) bool {
+// junk reports whether err refuses an entry for its size or for not being
+// JSON text at all: no version of an entry is either, so it is deleted at
+// once whatever the job's state or this collector's version. Other refused
+// entries (a later version's fields, say) stay for the trim.
+func junk(err error) bool {
 	var e *wire.Error
-	if !errors.As(err, &e) {
-		return true
-	}
-	switch e.Reason {
-	case wire.Oversized, wire.NotJSON, wire.NotEntry, wire.BadUTF8, wire.DuplicateKey, wire.FoldedKey,
-		wire.BadN, wire.BadPi, wire.BadHits, wire.HitsMismatch, wire.BadVersion, wire.BadWorker,
-		wire.BadField, wire.BadSeconds, wire.BadSeq, wire.BadSeed:
-		return true
-	}
-	return false
+	return errors.As(err, &e) && (e.Reason == wire.Oversized || e.Reason == wire.NotJSON || e.Reason == wire.BadUTF8)
 }
 
 // check decides whether ledger entry le may be credited; c.mu is held.
@@ -955,9 +954,9 @@ func (c *Collector) check(le wire.LedgerEntry) (wire.Entry, error) {
 	if w != nil {
 		last, drawn = w.Seq, w.Gaps
 	}
-	if gap := e.Seq - last - 1; gap > MaxGaps-min(drawn, MaxGaps) {
-		return fail(wire.ImplausibleSeq, "seq %d of %q: %d seqs past its last (%d), and the collector draws at most %d skipped seqs per worker (%d drawn already)",
-			e.Seq, e.Worker, gap, last, MaxGaps, drawn)
+	if gap, budget := e.Seq-last-1, gapBudget(last); gap > budget-min(drawn, budget) {
+		return fail(wire.ImplausibleSeq, "seq %d of %q: %d seqs past its last (%d), and the collector draws at most %d skipped seqs for it by now (%d drawn already); its entries are refused until one follows seq %d",
+			e.Seq, e.Worker, gap, last, budget, drawn, last)
 	}
 	if w != nil && w.TotalN > math.MaxUint64-(e.Seq-last)*e.N { // ≤ (MaxGaps+1)·MaxEntryN: no overflow
 		return fail(wire.TooLarge, "worker %q would pass 2⁶⁴ samples", e.Worker)

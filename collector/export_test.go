@@ -1,6 +1,10 @@
 package collector
 
-import "github.com/picluster/picluster/internal/wire"
+import (
+	"context"
+
+	"github.com/picluster/picluster/internal/wire"
+)
 
 // SetJob sets the job a collector that does not Run credits entries for.
 func (c *Collector) SetJob(s wire.State) {
@@ -10,7 +14,7 @@ func (c *Collector) SetJob(s wire.State) {
 }
 
 // Credit credits ledger entries as Run does when it reads them.
-func (c *Collector) Credit(es ...wire.LedgerEntry) bool { return c.creditAll(es) }
+func (c *Collector) Credit(es ...wire.LedgerEntry) bool { return c.creditAll(context.Background(), es) }
 
 // Credited returns how many entries the collector has credited.
 func (c *Collector) Credited() uint64 {

@@ -19,16 +19,19 @@ import (
 // collector that was away) is filled with the very batches that were lost,
 // and quarantines no one.
 //
-// What is drawn is bounded: at most MaxGaps seqs per worker over the job,
-// each at most the job's cap on n. An entry whose gap would pass that is
-// refused as implausible_seq (a seq 10⁶ past the last, say), which changes
-// nothing else: the stream's owner is not quarantined, and its next entry in
-// order is credited as usual.
+// What is drawn is bounded (gapBudget): for a worker at seq s, at most
+// MaxGaps + s/8 seqs over the job, each at most the job's cap on n, so the
+// draws cost at most 64 batches and an eighth of the worker's own work. An
+// entry whose gap would pass that is refused as implausible_seq (a seq 10⁶
+// past the last, say), which changes nothing else: the stream's owner is
+// not quarantined, and its next entry in order is credited as usual. A
+// worker whose stream lost more than that (no failover loses so much) has
+// its later entries refused, by name, until it is restarted under a new id.
 //
 // While a fill is drawn (one at a time, on one core, oldest first) the rest
 // of the job goes on: the waiting stream is not read again, other streams
-// are, the mark moves, and the trim keeps the waiting entries (it stops at
-// the stream's cursor). A fill does not hold the target back: until it is
+// are, and the mark moves up to the oldest waiting entry, no further, so
+// that no collector trims what waits. A fill does not hold the target back: until it is
 // drawn its worker's credit is a whole prefix of its seqs, which biases
 // nothing; the final read draws what is left in its time bound, and what
 // it cannot is left out together with the entries after it (GapsPending),
@@ -43,9 +46,13 @@ import (
 // n draws a prefix of a larger batch's points) about doubles that (+0.69 SE
 // in expectation at s = 0.5, in a simulation). README.md says so.
 
-// MaxGaps is how many skipped seqs the collector draws for one worker over
-// the job: a gap that would pass it is refused (implausible_seq).
+// MaxGaps is how many skipped seqs the collector draws for a worker
+// whatever its seq (gapBudget).
 const MaxGaps = 64
+
+// gapBudget is how many skipped seqs, in all, the collector draws for a
+// worker whose last seq is seq: MaxGaps and one in eight of its seqs.
+func gapBudget(seq uint64) uint64 { return MaxGaps + seq/8 }
 
 // fill is a run of seqs that a worker skipped: from … to, n samples each,
 // found in pool p (a reload makes a new pool, and the fill is dropped).
@@ -55,9 +62,10 @@ type fill struct {
 	n        uint64
 }
 
-// gapFill queues the seqs before entry e that its worker skipped, and
-// reports whether there were any: then e waits for them. c.mu is held.
-func (c *Collector) gapFill(e wire.Entry) bool {
+// gapFill queues the seqs before entry e, at id in its stream, that its
+// worker skipped, and reports whether there were any: then e waits for
+// them, and the stream is tracked from now on. c.mu is held.
+func (c *Collector) gapFill(e wire.Entry, id string) bool {
 	last := uint64(0)
 	if w := c.pool.workers[e.Worker]; w != nil {
 		last = w.Seq
@@ -66,8 +74,11 @@ func (c *Collector) gapFill(e wire.Entry) bool {
 		return false
 	}
 	c.pool.fills = append(c.pool.fills, fill{worker: e.Worker, from: last + 1, to: e.Seq - 1, n: e.N})
-	c.pool.filling[e.Worker] = true
+	c.pool.held[e.Worker] = id
 	c.pool.drawing += e.Seq - 1 - last
+	if _, tracked := c.pool.cursor[e.Worker]; !tracked {
+		c.pool.cursor[e.Worker] = "" // counted by full(), and read from its start after the fill
+	}
 	select {
 	case c.fillBell <- struct{}{}:
 	default:
@@ -101,13 +112,18 @@ func (c *Collector) fillOne(ctx context.Context) bool {
 	job, kernel := c.job, c.cfg.Kernel
 	c.mu.Unlock()
 
+	defer func() { // the final read waits for it
+		select {
+		case c.filled <- struct{}{}:
+		default:
+		}
+	}()
 	hits := make([]uint64, 0, f.to-f.from+1)
 	for seq := f.from; seq <= f.to; seq++ {
 		if ctx.Err() != nil {
 			c.mu.Lock()
-			if c.pool == p { // drawn again at the next read of the stream
-				delete(p.filling, f.worker)
-				p.drawing -= f.to - f.from + 1
+			if c.pool == p { // first in line again: the final read draws it
+				p.fills = append([]fill{f}, p.fills...)
 			}
 			c.mu.Unlock()
 			return false
@@ -119,7 +135,7 @@ func (c *Collector) fillOne(ctx context.Context) bool {
 	c.mu.Lock()
 	credited := c.pool == p
 	if credited {
-		delete(p.filling, f.worker)
+		delete(p.held, f.worker)
 		p.drawing -= f.to - f.from + 1
 		_, q := p.quarantined[f.worker]
 		w := p.workers[f.worker]
@@ -140,10 +156,6 @@ func (c *Collector) fillOne(ctx context.Context) bool {
 		}
 	}
 	c.mu.Unlock()
-	select {
-	case c.filled <- struct{}{}:
-	default:
-	}
 	if credited {
 		c.log.Info("drew the seqs a worker skipped and credited them to it", "worker", f.worker,
 			"seqs", fmt.Sprintf("%d…%d", f.from, f.to), "n", f.n)

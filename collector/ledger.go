@@ -250,14 +250,9 @@ func (c *Collector) trim(ctx context.Context, now wire.ID) error {
 		chunk := streams[:min(len(streams), ledgerKeys)]
 		streams = streams[len(chunk):]
 		trims := make(map[string]string, len(chunk))
-		c.mu.Lock()
 		for _, w := range chunk {
 			trims[w] = minID
-			if cur := c.pool.cursor[w]; c.pool.filling[w] && wire.Later(minID, cur) {
-				trims[w] = cur // its entry after the gap waits for the fill: keep it
-			}
 		}
-		c.mu.Unlock()
 		if err := c.bus.TrimLedgers(ctx, trims); err != nil {
 			return err
 		}

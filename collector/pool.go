@@ -35,11 +35,13 @@ type pool struct {
 	// bulky are the streams that held an entry over wire.MaxSize bytes.
 	bulky map[string]bool
 	// fills are the runs of seqs that workers skipped, waiting to be drawn
-	// by the collector (fill.go), oldest first; filling the workers with
-	// one waiting or being drawn, whose streams are not read meanwhile. At
-	// most one fill per worker, so both are bounded by the streams tracked.
+	// by the collector (fill.go), oldest first; held the workers with one
+	// waiting or being drawn, each with the ID of its entry that waits for
+	// it: their streams are not read on meanwhile. At most one fill per
+	// worker, and a worker with one is tracked (it has a cursor), so both
+	// are bounded by the streams tracked.
 	fills   []fill
-	filling map[string]bool
+	held    map[string]string
 	drawing uint64 // the seqs of fills, queued or being drawn
 	// said is the time of the last presence message counted for each
 	// credited worker (secure mode): an older or replayed one is not.
@@ -52,7 +54,7 @@ type pool struct {
 
 func newPool() *pool {
 	return &pool{workers: make(map[string]*wire.Credit), quarantined: make(map[string]wire.QuarantineRecord),
-		seen: make(map[string]time.Time), left: make(map[string]bool), filling: make(map[string]bool), said: make(map[string]time.Time), cursor: make(map[string]string), moved: make(map[string]string), bulky: make(map[string]bool),
+		seen: make(map[string]time.Time), left: make(map[string]bool), held: make(map[string]string), said: make(map[string]time.Time), cursor: make(map[string]string), moved: make(map[string]string), bulky: make(map[string]bool),
 		touched: make(map[string]struct{})}
 }
 

@@ -66,7 +66,7 @@ func TestSnapshotMatchesAFullBuild(t *testing.T) {
 			seqs[id]++
 			e := trueEntry(id, seqs[id], 1000+uint64(len(id))*100)
 			ledger++
-			c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("%d-0", ledger), Payload: wire.EncodeEntry(e)}})
+			c.creditAll(context.Background(), []wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("%d-0", ledger), Payload: wire.EncodeEntry(e)}})
 			credited = append(credited, e)
 		case what < 7: // a heartbeat or a goodbye
 			st := wire.Alive
@@ -126,7 +126,7 @@ func TestSnapshotIsConsistent(t *testing.T) {
 				}
 				ledger++
 				e := wire.Entry{Job: snapJob.Job, Seed: snapJob.Seed, Worker: fmt.Sprint("w", w), Seq: seq, N: 1 << 20, Hits: 823550 + uint64(w), Kernel: "go", Seconds: 0.1}
-				c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("%d-0", ledger), Payload: wire.EncodeEntry(e)}})
+				c.creditAll(context.Background(), []wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("%d-0", ledger), Payload: wire.EncodeEntry(e)}})
 				if w%3 == 0 {
 					c.Handle([]byte(`{"n": 1000, "pi_approx": 3.2}`))
 				}
@@ -277,7 +277,7 @@ func TestSnapshotIsImmutable(t *testing.T) {
 	c, _ := snapCollector(t, &now)
 	credit := func(w int, seq uint64) {
 		e := wire.Entry{Job: snapJob.Job, Seed: snapJob.Seed, Worker: fmt.Sprintf("w%03d", w), Seq: seq, N: 1 << 20, Hits: 823550 + uint64(w), Kernel: "go", Seconds: 0.1}
-		c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("%d-%d", seq, w), Payload: wire.EncodeEntry(e)}})
+		c.creditAll(context.Background(), []wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("%d-%d", seq, w), Payload: wire.EncodeEntry(e)}})
 	}
 	for w := range 100 {
 		credit(w, 1)
@@ -311,7 +311,7 @@ func TestSnapshotBuildAllocatesPerChange(t *testing.T) {
 		e := wire.Entry{Job: snapJob.Job, Seed: snapJob.Seed, Worker: fmt.Sprintf("w%06d", w), Seq: 1, N: 1 << 20, Hits: 823550 + uint64(w%1000), Kernel: "go", Seconds: 0.1}
 		es[w] = wire.LedgerEntry{Worker: e.Worker, ID: fmt.Sprintf("1-%d", w), Payload: wire.EncodeEntry(e)}
 	}
-	c.creditAll(es)
+	c.creditAll(context.Background(), es)
 	c.refresh()
 	var before, after runtime.MemStats
 	seq := uint64(1)
@@ -319,7 +319,7 @@ func TestSnapshotBuildAllocatesPerChange(t *testing.T) {
 		seq++
 		for w := 0; w < workers; w += workers / 10 { // ten workers change
 			e := wire.Entry{Job: snapJob.Job, Seed: snapJob.Seed, Worker: fmt.Sprintf("w%06d", w), Seq: seq, N: 1 << 20, Hits: 823550, Kernel: "go", Seconds: 0.1}
-			c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("%d-%d", seq, w), Payload: wire.EncodeEntry(e)}})
+			c.creditAll(context.Background(), []wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("%d-%d", seq, w), Payload: wire.EncodeEntry(e)}})
 		}
 		runtime.ReadMemStats(&before)
 		s := c.refresh()
@@ -349,7 +349,7 @@ func TestSnapshotOfCollector(t *testing.T) {
 			hits = 900000
 		}
 		e := wire.Entry{Job: snapJob.Job, Seed: snapJob.Seed, Worker: fmt.Sprintf("w%04d", w), Seq: 1, N: 1 << 20, Hits: hits, Kernel: "go", Seconds: 0.1 + float64(w%17)/100}
-		c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("1-%d", w), Payload: wire.EncodeEntry(e)}})
+		c.creditAll(context.Background(), []wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("1-%d", w), Payload: wire.EncodeEntry(e)}})
 	}
 	c.mu.Lock()
 	for w := 2; w < workers; w += 20 { // as many quarantined
@@ -403,7 +403,7 @@ func TestSnapshotFlagsAsReference(t *testing.T) {
 	c, _ := snapCollector(t, &now)
 	for k := -500; k <= 500; k++ {
 		e := wire.Entry{Job: snapJob.Job, Seed: snapJob.Seed, Worker: fmt.Sprintf("w%04d", k+500), Seq: 1, N: 1 << 20, Hits: uint64(823550 + 26*k), Kernel: "go", Seconds: 0.1}
-		c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("1-%d", k+500), Payload: wire.EncodeEntry(e)}})
+		c.creditAll(context.Background(), []wire.LedgerEntry{{Worker: e.Worker, ID: fmt.Sprintf("1-%d", k+500), Payload: wire.EncodeEntry(e)}})
 	}
 	snap := c.refresh()
 	if snap.FlaggedCount < 100 || snap.FlaggedCount > 900 {
@@ -433,7 +433,7 @@ func TestViewsNeverTakeTheCreditLock(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	c, _ := snapCollector(t, &now)
 	e := trueEntry("w", 1, 1000)
-	c.creditAll([]wire.LedgerEntry{{Worker: e.Worker, ID: "1-0", Payload: wire.EncodeEntry(e)}})
+	c.creditAll(context.Background(), []wire.LedgerEntry{{Worker: e.Worker, ID: "1-0", Payload: wire.EncodeEntry(e)}})
 	c.refresh()
 	c.snaps.ticking.Store(true) // as while Run runs
 	defer c.snaps.ticking.Store(false)

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,7 +31,7 @@ func stratJob(t *testing.T, seed, cells uint64, targetSE float64, maxB uint64) S
 	for seq := uint64(1); seq <= maxB; seq++ {
 		h := mcpi.Batch{Key: mcpi.Key{Seed: seed, Worker: "w", Seq: seq}, N: n, Cells: cells}.Hits(mcpi.Pick())
 		e := wire.Entry{Job: c.job.Job, Worker: "w", Seq: seq, N: n, Hits: h, Seed: c.job.Seed, Kernel: "avx512", Cells: cells}
-		c.creditAll([]wire.LedgerEntry{{Worker: "w", ID: fmt.Sprintf("%d-0", seq), Payload: wire.EncodeEntry(e)}})
+		c.creditAll(context.Background(), []wire.LedgerEntry{{Worker: "w", ID: fmt.Sprintf("%d-0", seq), Payload: wire.EncodeEntry(e)}})
 		if targetSE > 0 && c.targetReached() {
 			break
 		}

@@ -2,6 +2,7 @@ package collector_test
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -195,20 +196,47 @@ func TestSkippedSeqsAreDrawn(t *testing.T) {
 
 // A seq far past a worker's last is refused by name, and nothing else
 // happens: its owner goes on and is not quarantined. So is a gap past what
-// the collector draws for one worker (MaxGaps).
+// the collector draws for one worker by then (MaxGaps and one in eight of
+// its seqs).
 func TestImplausibleSeq(t *testing.T) {
 	bus := membus.New()
 	c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
 	st, _ := started(t, c, bus)
+	const big = 3 + collector.MaxGaps // after seqs 1 … 3, the first budget's worth skipped
 	appendEntries(t, bus, nil, entry(st, "w", 1, 100, 0), entry(st, "w", 2, 100, 0),
 		entry(st, "w", 1_000_002, 100, 0), // someone's entry in w's stream (open mode), or a bug
-		entry(st, "w", 3, 100, 0), entry(st, "w", 3+collector.MaxGaps, 100, 0),
-		entry(st, "w", 6+collector.MaxGaps, 100, 0)) // two seqs skipped, one more than the budget has left
+		entry(st, "w", 3, 100, 0), entry(st, "w", big, 100, 0),
+		entry(st, "w", big+11, 100, 0), // 10 skipped: one more than the budget has left (64 + 67/8 − 63 = 9)
+		entry(st, "w", big+10, 100, 0)) // 9 skipped: drawn
 	waitFor(t, func() bool { return c.Summary().RejectedBy["implausible_seq"] == 2 })
-	waitFor(t, func() bool { w, ok := c.Snapshot().Worker("w"); return ok && w.Seq == 3+collector.MaxGaps })
+	waitFor(t, func() bool { w, ok := c.Snapshot().Worker("w"); return ok && w.Seq == big+10 })
 	s := c.Summary()
-	if len(s.Quarantined) != 0 || s.Gaps != collector.MaxGaps-1 || s.Workers != 1 {
-		t.Errorf("quarantined %v, gaps %d, workers %d; want none, %d, 1", s.Quarantined, s.Gaps, s.Workers, collector.MaxGaps-1)
+	if len(s.Quarantined) != 0 || s.Gaps != collector.MaxGaps-1+9 || s.Workers != 1 {
+		t.Errorf("quarantined %v, gaps %d, workers %d; want none, %d, 1", s.Quarantined, s.Gaps, s.Workers, collector.MaxGaps-1+9)
+	}
+}
+
+// An honest worker that loses entries again and again over a long job (ten
+// of every fifty, 80 in all, more than MaxGaps) is never refused: the
+// budget grows with its seqs, and every lost batch is drawn.
+func TestGapBudgetGrows(t *testing.T) {
+	bus := membus.New()
+	c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
+	st, _ := started(t, c, bus)
+	var es []wire.Entry
+	var want mcpi.Tally
+	const last = 400
+	for seq := uint64(1); seq <= last; seq++ {
+		e := entry(st, "w", seq, 100, 0)
+		want = want.Add(mcpi.TallyOf(e.N, e.Hits))
+		if seq%50 < 40 || seq == last {
+			es = append(es, e)
+		}
+	}
+	appendEntries(t, bus, nil, es...)
+	waitFor(t, func() bool { w, ok := c.Snapshot().Worker("w"); return ok && w.Seq == last })
+	if s := c.Summary(); s.N != want.N || s.Hits != want.Hits || s.Gaps != 80 || s.Rejected != 0 {
+		t.Errorf("N %v hits %v gaps %d rejected %v; want every batch's N %v hits %v, 80 gaps, none", s.N, s.Hits, s.Gaps, s.RejectedBy, want.N, want.Hits)
 	}
 }
 
@@ -240,4 +268,76 @@ func TestFillDoesNotFreezeTheLedger(t *testing.T) {
 	if n := bus.Calls(faultbus.ReadLedge) - reads; n > 200 {
 		t.Errorf("%d reads of the ledger while one stream waited for its fill: it is read again and again", n)
 	}
+}
+
+// A collector stopped while it draws a fill finishes the fill in its final
+// read, and credits the entries that waited for it; one started on a
+// ledger whose first entry skips seqs loads (the entry waits, the loading
+// does not).
+func TestFillAtTheEnds(t *testing.T) {
+	bus := membus.New()
+	first := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
+	st, stopped := startedOnce(t, first, bus)
+	stopped()
+	// Before the next collector starts: a first entry at seq 3, then a
+	// full page and more after it.
+	var want mcpi.Tally
+	var es []wire.Entry
+	for seq := uint64(1); seq <= 3+40; seq++ {
+		e := entry(st, "late", seq, 1<<16, 0)
+		want = want.Add(mcpi.TallyOf(e.N, e.Hits))
+		if seq >= 3 {
+			es = append(es, e)
+		}
+	}
+	appendEntries(t, bus, nil, es...)
+	c := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-c.Loaded():
+	case err := <-done:
+		t.Fatalf("Run = %v before the job was loaded", err)
+	}
+	waitFor(t, func() bool { w, ok := c.Snapshot().Worker("late"); return ok && w.Seq == 43 })
+	if s := c.Summary(); s.N != want.N || s.Hits != want.Hits {
+		t.Errorf("N %v hits %v, want %v and %v", s.N, s.Hits, want.N, want.Hits)
+	}
+
+	// Stopped mid-fill: 64 seqs of 2²² samples, about half a second to draw.
+	for seq := uint64(1); seq <= 1+collector.MaxGaps; seq++ { // before the append: each takes as long as a fill's
+		e := entry(st, "cut", seq, 1<<22, 0)
+		want = want.Add(mcpi.TallyOf(e.N, e.Hits))
+	}
+	appendEntries(t, bus, nil, entry(st, "cut", 1+collector.MaxGaps, 1<<22, 0))
+	waitFor(t, func() bool { return c.Summary().GapsPending > 0 })
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v", err)
+	}
+	done <- nil
+	if s := c.Summary(); s.N != want.N || s.Hits != want.Hits || s.GapsPending != 0 || s.Stale != "" {
+		t.Errorf("after a stop mid-fill: N %v hits %v, %d seqs pending, stale %q; want N %v hits %v, none, not stale", s.N, s.Hits, s.GapsPending, s.Stale, want.N, want.Hits)
+	}
+}
+
+// startedOnce runs c until the returned stop, and waits until it has
+// written the job state, which it returns.
+func startedOnce(t testing.TB, c *collector.Collector, bus *membus.Bus) (wire.State, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-c.Loaded()
+	b, err := bus.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := wire.DecodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, func() { cancel(); <-done }
 }
