@@ -227,16 +227,6 @@ func until(t *testing.T, what string, within time.Duration, cond func() bool) ti
 	return time.Since(start)
 }
 
-// loadAvg returns the load averages of /proc/loadavg: "1, 5 and 15 min".
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if err != nil || len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // recovery is a figure of the suite: how long after a fault ended reports
 // flowed again, and the load average then.
 type recovery struct {
