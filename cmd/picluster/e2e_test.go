@@ -54,6 +54,17 @@ func binary(t *testing.T) string {
 	return binPath
 }
 
+// loadAvg returns the load averages of /proc/loadavg (1, 5 and 15
+// min), or "unknown" where there is none.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if err != nil || len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 // proc is a picluster process whose output the test reads.
 type proc struct {
 	cmd            *exec.Cmd

@@ -46,7 +46,7 @@ func failoverJob(t *testing.T, url string, master func() *redistest.Server, prom
 	m.Stop() // SIGKILL
 	t0 := time.Now()
 	promoted()
-	t.Logf("replica promoted %v after the kill", time.Since(t0).Round(time.Millisecond))
+	t.Logf("replica promoted %v after the kill (load average %s)", time.Since(t0).Round(time.Millisecond), loadAvg())
 	for _, w := range ws {
 		w.wait(t, 120*time.Second)
 	}
