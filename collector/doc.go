@@ -7,7 +7,8 @@
 // (Bus.ReadLedgers): the streams whose entries are announced on the
 // channel at once, every stream at each sweep (SweepEvery; Bus.ScanLedgers
 // lists them). A sweep's start, by the bus's clock, becomes the collector's
-// mark: every entry appended before it has been read. An entry is credited
+// mark (or the oldest entry that waits for skipped seqs to be drawn, if
+// older): every entry appended before it has been read. An entry is credited
 // when it fits the job (its own worker's stream, job id, seed, cap,
 // signature in secure mode, a seq above the worker's last, the worker's
 // entry size) and rejected otherwise, counted by reason and logged once per
