@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,13 +38,7 @@ func newAttackJob(t *testing.T, key []byte) *attackJob {
 	j := &attackJob{t: t, srv: redistest.Start(t), key: key, batch: attackBatch}
 	j.hand = j.bus()
 	j.start()
-	b, err := j.hand.State(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if j.st, err = wire.DecodeState(b); err != nil {
-		t.Fatal(err)
-	}
+	j.st = jobState(t, j.hand)
 	return j
 }
 
@@ -54,12 +47,7 @@ func (j *attackJob) start() {
 	j.t.Helper()
 	seed := uint64(0x19_2026_12_04) // the job's: fixed, so that every run draws the same batches
 	j.col = newCollector(j.t, j.bus(), collector.Config{Key: j.key, Seed: &seed})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- j.col.Run(ctx) }()
-	j.stop = sync.OnceFunc(func() { cancel(); <-done })
-	j.t.Cleanup(j.stop)
-	<-j.col.Loaded()
+	j.stop = runLoaded(j.t, j.col)
 }
 
 func (j *attackJob) bus() *redisbus.Bus {

@@ -66,6 +66,39 @@ func entry(st wire.State, worker string, seq, n uint64, lie int64) wire.Entry {
 	return wire.Entry{Job: st.Job, Worker: worker, Seq: seq, N: n, Hits: uint64(int64(hits) + lie), Seed: st.Seed, Kernel: "go", Seconds: 0.001}
 }
 
+// runLoaded runs c until the returned stop (or the test's end) and waits
+// until it has loaded the job.
+func runLoaded(t testing.TB, c *collector.Collector) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(stop)
+	select {
+	case <-c.Loaded():
+	case err := <-done:
+		t.Fatalf("Run = %v before the job was loaded", err)
+	}
+	return stop
+}
+
+// jobState reads and decodes the job state on bus.
+func jobState(t testing.TB, bus interface {
+	State(context.Context) ([]byte, error)
+}) wire.State {
+	t.Helper()
+	b, err := bus.State(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := wire.DecodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 func appendEntries(t testing.TB, bus *membus.Bus, key []byte, es ...wire.Entry) {
 	t.Helper()
 	for _, e := range es {

@@ -278,8 +278,8 @@ func TestFillDoesNotFreezeTheLedger(t *testing.T) {
 func TestFillAtTheEnds(t *testing.T) {
 	bus := membus.New()
 	first := newCollector(t, bus, collector.Config{VerifyFraction: 1e-9})
-	st, stopped := startedOnce(t, first, bus)
-	stopped()
+	runLoaded(t, first)()
+	st := jobState(t, bus)
 	// Before the next collector starts: a first entry at seq 3, then a
 	// full page and more after it.
 	var want mcpi.Tally
@@ -322,23 +322,4 @@ func TestFillAtTheEnds(t *testing.T) {
 	if s := c.Summary(); s.N != want.N || s.Hits != want.Hits || s.GapsPending != 0 || s.Stale != "" {
 		t.Errorf("after a stop mid-fill: N %v hits %v, %d seqs pending, stale %q; want N %v hits %v, none, not stale", s.N, s.Hits, s.GapsPending, s.Stale, want.N, want.Hits)
 	}
-}
-
-// startedOnce runs c until the returned stop, and waits until it has
-// written the job state, which it returns.
-func startedOnce(t testing.TB, c *collector.Collector, bus *membus.Bus) (wire.State, func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	<-c.Loaded()
-	b, err := bus.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := wire.DecodeState(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, func() { cancel(); <-done }
 }
